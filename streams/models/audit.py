@@ -1,0 +1,67 @@
+"""Audit events: a Splunk HTTP Event Collector envelope around a hash-chained body."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, JsonValue
+
+from streams.models.base import Count, Id, Instant, StrictFloat, StrictStr, WireModel
+
+AuditKind = Literal[
+    "policy_load",
+    "policy_rejected",
+    "proposal_received",
+    "decision",
+    "approval_requested",
+    "approval_accepted",
+    "rejection",
+    "answer_refused",
+    "execute_command",
+    "abort",
+    "timeout_escalation",
+    "outcome",
+    "verification_failed",
+    "requalification",
+    "requalification_revoked",
+    "freeze",
+    "unfreeze",
+    "dead_letter",
+]
+
+Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AuditBody(WireModel):
+    """What happened, linked to the previous event of the same chain by its hash.
+
+    ``hash`` is the sha256 of the canonical JSON of the whole envelope with this
+    field left out; ``prev_hash`` is the previous event's ``hash`` (64 zeros for the
+    first event of a chain). ``event_id`` is deterministic, so a redelivered input
+    produces an event with the same id.
+    """
+
+    schema_version: Literal[1] = 1
+    kind: AuditKind
+    event_id: Id
+    chain: Id
+    seq: Count
+    prev_hash: Sha256Hex
+    hash: Sha256Hex
+    at: Instant
+    proposal_id: Id | None = None
+    decision_id: Id | None = None
+    actor: Id
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class AuditEvent(WireModel):
+    """One record on ``audit``: the HEC envelope Splunk Connect for Kafka forwards as is."""
+
+    time: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
+    host: Id
+    source: Id
+    sourcetype: Id
+    index: Id
+    event: AuditBody
+    fields: dict[str, StrictStr] = Field(default_factory=dict)

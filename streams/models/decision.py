@@ -1,0 +1,102 @@
+"""The gate's decision (OPA's decision log event is the model) and execute commands."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from typing_extensions import TypedDict
+
+from pydantic import Field, JsonValue
+
+from streams.models.base import Bool, Count, Id, Instant, Level, Text, WireModel
+from streams.models.context import Context
+from streams.models.proposal import Proposal
+
+Route = Literal["execute", "approve", "assist", "manual"]
+Trigger = Literal["confidence", "blast_radius", "novelty", "regulatory"]
+
+LEVEL_NAMES: dict[int, str] = {
+    0: "manual",
+    1: "assisted",
+    2: "supervised",
+    3: "conditional_autonomous",
+    4: "autonomous",
+}
+ROUTES: dict[int, Route] = {0: "manual", 1: "assist", 2: "approve", 3: "execute", 4: "execute"}
+
+
+class Condition(TypedDict):
+    """One condition the evaluator checked: what it saw, against what, and the verdict.
+
+    ``holds`` is true when the condition's statement is true (for example
+    ``composite_confidence < 0.60``); whether that raises or lowers autonomy depends
+    on the rule it belongs to. A TypedDict rather than a model: a decision carries
+    about thirty of these and ``evaluate`` builds them on the hot path.
+    """
+
+    rule: str
+    name: str
+    observed: JsonValue
+    operator: str
+    threshold: JsonValue
+    holds: bool
+
+
+class Decision(WireModel):
+    """The automation level for one proposal, with every reason for it."""
+
+    type: Literal["decision"] = "decision"
+    schema_version: Literal[1] = 1
+    decision_id: Id
+    proposal_id: Id
+    level: Level
+    level_name: Id
+    route: Route
+    deciding_rule: Id
+    triggers: tuple[Trigger, ...]
+    change_record_required: Bool
+    conditions: tuple[Condition, ...]
+    policy_version: Id
+    policy_digest: Id
+    decided_at: Instant
+    abort_window_ends_at: Instant | None = None
+    approval_timeout_at: Instant | None = None
+    notify_humans: Bool
+    proposal: Proposal
+    context: Context
+
+
+class ExecuteCommand(WireModel):
+    """An instruction to executors on ``decisions.execute`` after a human answered.
+
+    ``execute`` follows an accepted Level 2 approval; ``abort`` follows an abort
+    inside a Level 3 window.
+    """
+
+    type: Literal["execute", "abort"]
+    schema_version: Literal[1] = 1
+    command_id: Id
+    decision_id: Id
+    proposal_id: Id
+    level: Level
+    by: Id
+    change_record: Id | None = None
+    issued_at: Instant
+    proposal: Proposal
+
+
+class OncallEscalation(WireModel):
+    """A page to on-call: an approval nobody answered, or a failed verification."""
+
+    schema_version: Literal[1] = 1
+    escalation_id: Id
+    decision_id: Id
+    proposal_id: Id
+    reason: Literal["approval_timeout", "verification_failed"]
+    escalation_number: Annotated[Count, Field(ge=1)] = 1
+    asked: tuple[Id, ...] = ()
+    service: Id
+    pattern: Id
+    action_type: Id
+    summary: Text = ""
+    at: Instant

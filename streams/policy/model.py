@@ -1,0 +1,156 @@
+"""The escalation policy as a validated governance document (SPEC section 5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
+Seconds = Annotated[StrictInt, Field(ge=1, le=86_400 * 366)]
+Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+
+
+class PolicyModel(BaseModel):
+    """Base of the policy sections: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Governance(PolicyModel):
+    """Who approved this document, and when it must be reviewed again."""
+
+    name: Name
+    version: Name
+    scope: StrictStr = ""
+    approved_by: Annotated[tuple[Name, ...], Field(min_length=1)]
+    last_reviewed: dt.date
+    next_review: dt.date
+
+
+class AssistThresholds(PolicyModel):
+    """Level 1 (assist only) when ANY holds."""
+
+    min_confidence: Fraction
+    max_false_positive_rate: Fraction
+    min_error_budget: Fraction
+
+
+class SupervisedThresholds(PolicyModel):
+    """Level 2 (human approval) when ANY holds."""
+
+    min_confidence: Fraction
+    max_replica_fraction: Fraction
+    max_services: Annotated[StrictInt, Field(ge=1)]
+    max_namespaces: Annotated[StrictInt, Field(ge=1)]
+    max_traffic_fraction: Fraction
+    require_reversible: StrictBool = True
+    max_rollback_seconds: Count
+    min_seen: Count
+    degraded_error_budget: Fraction
+
+
+class ConditionalThresholds(PolicyModel):
+    """Level 3 (execute, notify, abort window) when ALL hold."""
+
+    min_seen: Count
+    consistency: Fraction
+
+
+class ActionAuthorisation(PolicyModel):
+    """The constraint under which one action type may run at Level 4."""
+
+    description: StrictStr = ""
+    target_kinds: tuple[Name, ...] | None = None
+    excluded_environments: tuple[Name, ...] = ()
+    max_parameters: dict[Name, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
+
+
+class AutonomousThresholds(PolicyModel):
+    """Level 4 (execute and verify) when ALL hold."""
+
+    min_confidence: Fraction
+    min_seen: Count
+    consistency: Fraction
+    require_idempotent: StrictBool = True
+    requalification_days: Annotated[StrictInt, Field(ge=1, le=366)]
+    actions: dict[Name, ActionAuthorisation]
+
+
+class Thresholds(PolicyModel):
+    """The four rule sets, in the order the evaluator applies them."""
+
+    assist: AssistThresholds
+    supervised: SupervisedThresholds
+    autonomous: AutonomousThresholds
+    conditional: ConditionalThresholds
+
+
+class Regulated(PolicyModel):
+    """Services and namespaces in scope of a regulated framework, by the policy."""
+
+    services: dict[Name, tuple[Name, ...]] = Field(default_factory=dict)
+    namespaces: dict[Name, tuple[Name, ...]] = Field(default_factory=dict)
+
+
+class Approval(PolicyModel):
+    """Level 2: who may approve, how long to wait, whom to page."""
+
+    approvers: Annotated[tuple[Name, ...], Field(min_length=1)]
+    timeout_seconds: Seconds
+    max_escalations: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    oncall: tuple[Name, ...] = ()
+    answer_max_age_seconds: Seconds = 900
+
+
+class Velocity(PolicyModel):
+    """At most this many autonomous executions per window, per service and fleet-wide."""
+
+    window_seconds: Seconds
+    max_per_service: Annotated[StrictInt, Field(ge=1)]
+    max_fleet: Annotated[StrictInt, Field(ge=1)]
+
+
+class Policy(PolicyModel):
+    """A versioned, human-approved escalation policy.
+
+    ``digest`` is the sha256 of the document's bytes, set by the loader, so every
+    decision names exactly the text it was decided under.
+    """
+
+    policy: Governance
+    trusted_ai_systems: Annotated[tuple[Name, ...], Field(min_length=0)]
+    thresholds: Thresholds
+    shared_infrastructure: tuple[Name, ...] = ()
+    regulated: Regulated = Regulated()
+    approval: Approval
+    abort_window_seconds: Seconds
+    velocity: Velocity
+
+    _digest: str = PrivateAttr(default="")
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def version(self) -> str:
+        """The policy's version string, such as ``1.3``."""
+        return self.policy.version
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the policy file's bytes."""
+        return self._digest
+
+    @property
+    def source(self) -> str:
+        """Where the policy was read from (a path, or ``control`` for a reload)."""
+        return self._source
+
+    def regulated_frameworks(self, service: str, namespace: str) -> tuple[str, ...]:
+        """Frameworks the policy puts in scope for a target service or namespace."""
+        return self.regulated.services.get(service, ()) + self.regulated.namespaces.get(
+            namespace, ()
+        )

@@ -1,0 +1,60 @@
+"""One frozen settings object, built once at start-up and passed down.
+
+Nothing reads the environment at import time: call ``Settings()`` in the entry point.
+Every field has an environment variable (``ESCALATION_<NAME>``, except the Kafka
+bootstrap servers, which use the conventional ``KAFKA_BOOTSTRAP_SERVERS``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "escalation-policy.yaml"
+
+
+def _default_policy() -> Path:
+    # Installed wheels carry the policy under streams/_policies; a checkout has policies/.
+    packaged = Path(__file__).resolve().parent / "_policies" / "escalation-policy.yaml"
+    return DEFAULT_POLICY if DEFAULT_POLICY.exists() else packaged
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the gate and its command line."""
+
+    model_config = SettingsConfigDict(env_prefix="ESCALATION_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "ESCALATION_BOOTSTRAP_SERVERS"),
+        description="Kafka cluster to use; unset means the local broker (started on demand).",
+    )
+    topic_prefix: str = Field(default="escalation.", description="Prefix of every topic name.")
+    policy_file: Path = Field(default_factory=_default_policy, description="Escalation policy.")
+    app_id: str = Field(default="escalation-gate", description="Faust app id / consumer group.")
+    data_dir: Path = Field(
+        default=Path("var"), description="Worker state (RocksDB tables) and local broker data."
+    )
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus port.")
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of input topics.")
+    replication_factor: int = Field(default=1, ge=1, le=16, description="Topic replication.")
+    max_message_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Larger input goes to the dead-letter topic."
+    )
+    approval_secret: SecretStr = Field(
+        default=SecretStr("change-me-approval-channel-secret"),
+        description="HMAC-SHA256 secret of the approval channel.",
+    )
+    audit_host: str = Field(default="escalation-gate", description="HEC envelope host.")
+    audit_index: str = Field(default="escalation", description="Splunk index of audit events.")
+    store: str = Field(default="rocksdb://", description="Faust table store (memory:// in tests).")
+    kafka_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "escalation-gate" / "kafka",
+        description="Where the Apache Kafka jars are fetched to.",
+    )
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name such as ``proposals``."""
+        return f"{self.topic_prefix}{name}"
