@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default=Path("var"), description="Worker state (RocksDB tables) and local broker data."
     )
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus port.")
+    metrics_addr: str = Field(default="127.0.0.1", description="Prometheus bind address.")
+    metrics_port_file: Path | None = Field(
+        default=None, description="Write the bound metrics port here (for port 0)."
+    )
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of input topics.")
     replication_factor: int = Field(default=1, ge=1, le=16, description="Topic replication.")
     max_message_bytes: int = Field(

@@ -1,0 +1,394 @@
+"""The ``escalation`` command line (SPEC section 8).
+
+User errors are one line on stderr naming the field, and exit code 2; never a
+traceback. Heavy imports (faust, Kafka clients) happen inside the commands that
+need them, so ``escalation explain`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+from pydantic import ValidationError
+
+from streams.errors import EscalationError, InputError, PolicyError
+from streams.settings import Settings
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"escalation: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    """The settings object built once by the root command."""
+    obj = ctx.find_root().obj
+    if isinstance(obj, Settings):
+        return obj
+    return Settings()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--bootstrap-servers",
+    envvar="KAFKA_BOOTSTRAP_SERVERS",
+    show_envvar=True,
+    default=None,
+    help="Kafka cluster. Unset: the local broker (`escalation kafka up`, or the demo's).",
+)
+@click.option(
+    "--topic-prefix",
+    envvar="ESCALATION_TOPIC_PREFIX",
+    show_envvar=True,
+    default=None,
+    help="Prefix of every topic name.  [default: escalation.]",
+)
+@click.version_option(package_name="escalation-gate")
+@click.pass_context
+def cli(ctx: click.Context, bootstrap_servers: str | None, topic_prefix: str | None) -> None:
+    """Escalation Gate: route AI-proposed remediations to a human-approved automation level."""
+    overrides: dict[str, Any] = {}
+    if bootstrap_servers:
+        overrides["bootstrap_servers"] = bootstrap_servers
+    if topic_prefix is not None:
+        overrides["topic_prefix"] = topic_prefix
+    try:
+        ctx.obj = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def _explain_table(decision: Any) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    colour = {0: "red", 1: "yellow", 2: "cyan", 3: "green", 4: "bold green"}[decision.level]
+    console.print(
+        f"[{colour}]Level {decision.level} ({decision.level_name})[/] -> "
+        f"decisions.{decision.route}   rule: {decision.deciding_rule}"
+    )
+    console.print(
+        f"triggers: {', '.join(decision.triggers) or 'none'}   "
+        f"change record required: {'yes' if decision.change_record_required else 'no'}   "
+        f"policy v{decision.policy_version} ({decision.policy_digest[:12]})"
+    )
+    table = Table(show_lines=False)
+    for column in ("rule", "condition", "observed", "op", "threshold", "holds"):
+        table.add_column(column)
+    for c in decision.conditions:
+        table.add_row(
+            c["rule"],
+            c["name"],
+            orjson.dumps(c["observed"]).decode(),
+            c["operator"],
+            orjson.dumps(c["threshold"]).decode(),
+            "[bold]yes[/]" if c["holds"] else "no",
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.argument("proposal_file", metavar="PROPOSAL.json", type=click.Path(dir_okay=False))
+@click.option(
+    "--context",
+    "context_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Context JSON (history, budget, FP rate, now, ...).",
+)
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def explain(
+    ctx: click.Context,
+    proposal_file: str,
+    context_file: str,
+    policy_file: str | None,
+    as_json: bool,
+) -> None:
+    """Decide one proposal offline and explain why (uses the context's `now`)."""
+    from streams.files import read_model, read_policy  # noqa: PLC0415
+    from streams.models import Context, Proposal  # noqa: PLC0415
+    from streams.policy import evaluate  # noqa: PLC0415
+
+    settings = settings_from(ctx)
+    proposal = read_model(Proposal, proposal_file)
+    context = read_model(Context, context_file)
+    policy = read_policy(policy_file or settings.policy_file)
+    decision = evaluate(proposal, context, policy)
+    if as_json:
+        out = decision.model_dump(mode="json", include={
+            "decision_id", "proposal_id", "level", "level_name", "route", "deciding_rule",
+            "triggers", "change_record_required", "conditions", "policy_version",
+            "policy_digest", "abort_window_ends_at", "approval_timeout_at",
+        })  # fmt: skip
+        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _explain_table(decision)
+
+
+# ---------------------------------------------------------------------------- policy
+
+
+@cli.group()
+def policy() -> None:
+    """Validate, test and compare escalation policies."""
+
+
+@policy.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def policy_check(files: tuple[str, ...]) -> None:
+    """Validate policy files; each problem names file, line and field."""
+    from streams.files import read_policy  # noqa: PLC0415
+
+    failed = False
+    for name in files:
+        try:
+            loaded = read_policy(name)
+        except PolicyError as exc:
+            failed = True
+            for line in exc.problems:
+                click.echo(line, err=True)
+            continue
+        click.echo(
+            f"{name}: OK: {loaded.policy.name} v{loaded.version}, next review "
+            f"{loaded.policy.next_review}, sha256 {loaded.digest}"
+        )
+    if failed:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------- run and feed
+
+
+def _bootstrap(ctx: click.Context) -> str:
+    from streams.kafka.cli import cluster_bootstrap  # noqa: PLC0415
+
+    return cluster_bootstrap(settings_from(ctx))
+
+
+@cli.command()
+@click.option("--log-level", default="WARNING", show_default=True, help="Faust log level.")
+@click.pass_context
+def worker(ctx: click.Context, log_level: str) -> None:
+    """Run the gate (a Faust worker); start several to share the partitions."""
+    from streams.topology.worker import run_worker  # noqa: PLC0415
+
+    run_worker(settings_from(ctx), _bootstrap(ctx), loglevel=log_level)
+
+
+def _json_documents(path: str) -> list[tuple[str, bytes]]:
+    """One JSON object, or JSON lines: ``(where, bytes)`` per document."""
+    from streams.files import read_bytes  # noqa: PLC0415
+
+    raw = read_bytes(path, what="input")
+    stripped = raw.strip()
+    if stripped.startswith(b"{") and b"\n{" not in stripped:
+        return [(path, stripped)]
+    return [
+        (f"{path}:{number}", line)
+        for number, line in enumerate(raw.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def _decode_all(model: Any, path: str) -> list[Any]:
+    from streams.models import decode  # noqa: PLC0415
+
+    out = []
+    for where, doc in _json_documents(path):
+        try:
+            out.append(decode(model, doc))
+        except InputError as exc:
+            raise InputError(f"{where}: {exc.field}" if exc.field else where, exc.reason) from None
+    return out
+
+
+def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for key, value in messages:
+        producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        producer.poll(0)
+    remaining = producer.flush(30)
+    if remaining or failures:
+        raise EscalationError(
+            f"{remaining + len(failures)} of {len(messages)} messages not delivered to {topic}"
+            + (f": {failures[0]}" if failures else "")
+        )
+
+
+@cli.command()
+@click.argument("source", metavar="FILE.json|-")
+@click.pass_context
+def publish(ctx: click.Context, source: str) -> None:
+    """Send proposals (one JSON object or JSON lines), keyed by target service."""
+    from streams.models import Proposal, encode  # noqa: PLC0415
+
+    proposals = _decode_all(Proposal, source)
+    settings = settings_from(ctx)
+    _produce(
+        _bootstrap(ctx),
+        settings.topic("proposals"),
+        [(p.action.target.service.encode(), encode(p)) for p in proposals],
+    )
+    click.echo(f"published {len(proposals)} proposal(s) to {settings.topic('proposals')}")
+
+
+@cli.group()
+def history() -> None:
+    """Incident history that makes a new deployment useful on day one."""
+
+
+@history.command("import")
+@click.argument("source", metavar="FILE.jsonl")
+@click.pass_context
+def history_import(ctx: click.Context, source: str) -> None:
+    """Seed incident history and AI verdicts from past incidents (JSON lines)."""
+    from streams.models import HistoryRecord  # noqa: PLC0415
+    from streams.models.codec import canonical_json  # noqa: PLC0415
+    from streams.topology.app import Gate  # noqa: PLC0415
+
+    records = _decode_all(HistoryRecord, source)
+    settings = settings_from(ctx)
+    messages = [
+        (f"{table}|{key}".encode(), canonical_json({"table": table, "key": key, **update}))
+        for record in records
+        for table, key, update in Gate.history_updates(record)
+    ]
+    _produce(_bootstrap(ctx), settings.topic("state"), messages)
+    click.echo(f"imported {len(records)} incident(s) into {settings.topic('state')}")
+
+
+@cli.command()
+@click.option("--rate", type=click.FloatRange(min=0.1, max=10_000), default=5.0, show_default=True,
+              help="Proposals per second.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Stop after this many decisions (default: run until Ctrl-C).")
+@click.pass_context
+def demo(ctx: click.Context, rate: float, count: int | None) -> None:
+    """Start a local Kafka and a worker, seed history, and show decisions live."""
+    from streams.demo import run_demo  # noqa: PLC0415
+
+    run_demo(settings_from(ctx), rate=rate, count=count)
+
+
+@cli.command()
+@click.argument("pattern")
+@click.argument("action_type")
+@click.option("--as", "user", required=True, help="The human re-qualifying this automation.")
+@click.option("--reason", default="re-qualification review", show_default=True)
+@click.pass_context
+def requalify(ctx: click.Context, pattern: str, action_type: str, user: str, reason: str) -> None:
+    """Re-qualify a Level 4 automation (pattern, action type) after human review."""
+    _control(ctx, "requalify", user=user, pattern=pattern, action_type=action_type, reason=reason)
+
+
+@cli.command()
+@click.option("--service", default=None, help="Freeze one service (default: the whole fleet).")
+@click.option("--as", "user", required=True)
+@click.option("--reason", default="")
+@click.pass_context
+def freeze(ctx: click.Context, service: str | None, user: str, reason: str) -> None:
+    """Kill switch: every decision for the scope drops to Level 1 until unfrozen."""
+    _control(ctx, "freeze", user=user, service=service, reason=reason)
+
+
+@cli.command()
+@click.option("--service", default=None)
+@click.option("--as", "user", required=True)
+@click.option("--reason", default="")
+@click.pass_context
+def unfreeze(ctx: click.Context, service: str | None, user: str, reason: str) -> None:
+    """Lift a freeze."""
+    _control(ctx, "unfreeze", user=user, service=service, reason=reason)
+
+
+@policy.command("load")
+@click.argument("policy_file", type=click.Path(dir_okay=False))
+@click.option("--as", "user", required=True)
+@click.pass_context
+def policy_load(ctx: click.Context, policy_file: str, user: str) -> None:
+    """Send a reviewed policy to the workers (refused unless it validates)."""
+    from streams.files import read_policy  # noqa: PLC0415
+
+    loaded = read_policy(policy_file)
+    text = Path(policy_file).read_text(encoding="utf-8")
+    _control(ctx, "reload_policy", user=user, policy_yaml=text, reason=f"v{loaded.version}")
+
+
+def _control(ctx: click.Context, command: str, **fields: Any) -> None:
+    import datetime as dt  # noqa: PLC0415
+
+    from streams.models import ControlCommand, encode  # noqa: PLC0415
+
+    try:
+        message = ControlCommand(
+            schema_version=1, command=command, at=dt.datetime.now(tz=dt.UTC), **fields
+        )
+    except ValidationError as exc:
+        from streams.models.codec import describe_validation_error  # noqa: PLC0415
+
+        raise describe_validation_error(exc) from None
+    settings = settings_from(ctx)
+    _produce(_bootstrap(ctx), settings.topic("control"), [(b"control", encode(message))])
+    click.echo(f"{command} sent to {settings.topic('control')}")
+
+
+def _mount_subsystem_commands() -> None:
+    """Commands that live beside their subsystem."""
+    from streams.audit.cli import audit  # noqa: PLC0415
+    from streams.kafka.cli import kafka, topics  # noqa: PLC0415
+    from streams.review.cli import policy_diff, policy_test, replay  # noqa: PLC0415
+
+    cli.add_command(kafka)
+    cli.add_command(topics)
+    cli.add_command(audit)
+    cli.add_command(replay)
+    policy.add_command(policy_test, "test")
+    policy.add_command(policy_diff, "diff")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one-line errors, exit code 2 for user error."""
+    _mount_subsystem_commands()
+    try:
+        cli.main(args=argv, prog_name="escalation", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("escalation: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        _fail(exc.format_message().replace("\n", " "))
+    except PolicyError as exc:
+        for line in exc.problems:
+            click.echo(f"escalation: error: {line}", err=True)
+        sys.exit(EXIT_USAGE)
+    except InputError as exc:
+        _fail(str(exc))
+    except EscalationError as exc:
+        click.echo(f"escalation: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""``escalation demo``: a local Apache Kafka, a worker, sample history, live decisions.
+
+Everything it starts, it stops on Ctrl-C (the broker is started with a parent-death
+signal, the worker is our child process).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams import samples
+from streams.models import encode
+from streams.models.codec import canonical_json
+from streams.settings import Settings
+
+LEVEL_STYLE = {0: "red", 1: "yellow", 2: "cyan", 3: "green", 4: "bold green"}
+
+
+def _producer(bootstrap: str) -> Any:
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+
+
+def seed(settings: Settings, bootstrap: str, now: dt.datetime) -> None:
+    """History, budgets and re-qualifications that make the sample stream reach every level."""
+    from streams.topology.app import Gate  # noqa: PLC0415
+
+    producer = _producer(bootstrap)
+    for record in samples.history_records(now):
+        for table, key, update in Gate.history_updates(record):
+            producer.produce(
+                settings.topic("state"),
+                key=f"{table}|{key}".encode(),
+                value=canonical_json({"table": table, "key": key, **update}),
+            )
+    for update in samples.budgets(now):
+        producer.produce(
+            settings.topic("error-budgets"), key=update.service.encode(), value=encode(update)
+        )
+    for command in samples.requalifications(now):
+        producer.produce(settings.topic("control"), key=b"control", value=encode(command))
+    producer.flush(30)
+
+
+def start_worker(settings: Settings, bootstrap: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``escalation worker`` as a child process with its own state directory."""
+    environment = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ESCALATION_TOPIC_PREFIX": settings.topic_prefix,
+        "ESCALATION_DATA_DIR": str(data_dir),
+        "ESCALATION_METRICS_PORT": str(settings.metrics_port),
+        "ESCALATION_POLICY_FILE": str(settings.policy_file),
+        **env,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir / "worker.log").open("ab")
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=False,
+    )
+
+
+def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
+    """Start what is missing, seed, publish at ``rate``/s, show decisions until Ctrl-C."""
+    from confluent_kafka import Consumer  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="escalation-demo-")))
+        bootstrap = settings.bootstrap_servers
+        if not bootstrap:
+            from streams.kafka.launcher import LocalKafka  # noqa: PLC0415
+
+            console.print("starting a local Apache Kafka (KRaft) ...")
+            kafka = LocalKafka(work / "kafka", cache_dir=settings.kafka_cache_dir)
+            stack.enter_context(kafka)
+            bootstrap = kafka.bootstrap_servers
+        console.print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        from streams.kafka.admin import create_topics  # noqa: PLC0415
+
+        create_topics(settings, bootstrap)
+        worker = start_worker(settings, bootstrap, work / "worker")
+        stack.callback(_stop, worker)
+        console.print(f"worker pid {worker.pid}; metrics on :{settings.metrics_port}/metrics")
+        now = dt.datetime.now(tz=dt.UTC)
+        seed(settings, bootstrap, now)
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"demo-{os.getpid()}",
+             "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        )  # fmt: skip
+        stack.callback(consumer.close)
+        consumer.subscribe([settings.topic(f"decisions.{r}") for r in
+                            ("execute", "approve", "assist", "manual")])  # fmt: skip
+        producer = _producer(bootstrap)
+        by_level: Counter[int] = Counter()
+        recent: list[dict[str, Any]] = []
+        sent = 0
+        started = time.monotonic()
+        total = count if count is not None else 10**12
+
+        def render() -> Table:
+            table = Table(title=f"Escalation Gate demo: {sent} sent, "
+                                f"{sum(by_level.values())} decided  (Ctrl-C stops)")  # fmt: skip
+            for col in ("level", "route", "service", "pattern", "rule", "triggers"):
+                table.add_column(col)
+            for d in recent[-15:]:
+                lvl = d["level"]
+                table.add_row(
+                    f"[{LEVEL_STYLE[lvl]}]{lvl} {d['level_name']}[/]", d["route"],
+                    d["proposal"]["action"]["target"]["service"], d["proposal"]["pattern"],
+                    d["deciding_rule"], ",".join(d["triggers"]) or "-",
+                )  # fmt: skip
+            table.caption = "  ".join(f"L{k}: {by_level[k]}" for k in range(5))
+            return table
+
+        stream = iter(samples.stream(total if total < 10**6 else 10**6, start=now))
+        with Live(render(), console=console, refresh_per_second=4) as live:
+            while True:
+                due = int((time.monotonic() - started) * rate) - sent
+                for _ in range(max(0, due)):
+                    item = next(stream, None)
+                    if item is None:
+                        break
+                    _scenario, proposal = item
+                    producer.produce(
+                        settings.topic("proposals"),
+                        key=proposal.action.target.service.encode(),
+                        value=encode(proposal),
+                    )
+                    sent += 1
+                producer.poll(0)
+                message = consumer.poll(0.1)
+                if message is not None and not message.error():
+                    decision = orjson.loads(message.value())
+                    by_level[decision["level"]] += 1
+                    recent.append(decision)
+                    del recent[:-50]
+                    live.update(render())
+                if worker.poll() is not None:
+                    console.print(f"[red]worker exited with {worker.returncode}; see "
+                                  f"{work / 'worker' / 'worker.log'}[/]")  # fmt: skip
+                    return
+                if count is not None and sum(by_level.values()) >= count:
+                    live.update(render())
+                    return
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

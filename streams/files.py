@@ -1,0 +1,45 @@
+"""Reading the user's files for the command line and the worker (the core never does I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from streams.errors import InputError, PolicyError
+from streams.models.codec import decode
+from streams.policy import Policy, parse_policy
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_bytes(path: Path | str, *, what: str = "file") -> bytes:
+    """A file's bytes (``-`` is stdin), or ``InputError`` naming it."""
+    if str(path) == "-":
+        import sys  # noqa: PLC0415 - only the CLI reads stdin
+
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read {what}: {exc.strerror or exc}") from None
+
+
+def read_model(model: type[M], path: Path | str) -> M:
+    """Decode one JSON document from a file; errors read ``FILE: field: problem``."""
+    raw = read_bytes(path, what=model.__name__.lower())
+    try:
+        return decode(model, raw)
+    except InputError as exc:
+        where = f"{path}: {exc.field}" if exc.field else str(path)
+        raise InputError(where, exc.reason, kind=exc.kind) from None
+
+
+def read_policy(path: Path | str) -> Policy:
+    """Load and validate a policy file; ``PolicyError`` lines name file, line and field."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc.strerror or exc}") from None
+    return parse_policy(raw, source=str(path))

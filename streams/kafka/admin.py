@@ -1,0 +1,200 @@
+"""The gate's topics with their configurations, and the admin calls the CLI and tests use.
+
+``create_topics`` is idempotent: a topic that already exists is left as it is (its
+partitions and configs are not altered, so an operator's deliberate change survives a
+second ``escalation topics create``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource  # re-exported, but not in __all__
+from confluent_kafka.admin._resource import ResourceType
+from confluent_kafka.cimpl import NewTopic
+
+from streams.errors import KafkaLauncherError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# librdkafka logs through this logger instead of writing to stderr.
+CLIENT_LOG = logging.getLogger("streams.kafka.librdkafka")
+
+DAY_MS = 24 * 60 * 60 * 1000
+DLQ_RETENTION_MS = 30 * DAY_MS
+ADMIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One of the gate's topics, by logical name (the full name adds the prefix)."""
+
+    name: str
+    direction: Literal["in", "out"]
+    purpose: str
+    # None: settings.partitions.
+    partitions: int | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def full_name(self, settings: Settings) -> str:
+        return settings.topic(self.name)
+
+    def partition_count(self, settings: Settings) -> int:
+        return settings.partitions if self.partitions is None else self.partitions
+
+    def topic_config(self, settings: Settings) -> dict[str, str]:
+        resolved = dict(self.config)
+        if self.name == "audit":
+            # Two in-sync copies of every audit event when the cluster has them; a
+            # single-node cluster (the local broker) can only promise one.
+            resolved["min.insync.replicas"] = str(min(2, settings.replication_factor))
+        return resolved
+
+
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("proposals", "in", "remediations proposed by AI systems"),
+    TopicSpec("approvals", "in", "approve / reject / abort responses of humans"),
+    TopicSpec("outcomes", "in", "execution and verification results of executors"),
+    TopicSpec("error-budgets", "in", "per-service SLO / error budget state"),
+    # Operator commands (freeze, unfreeze, requalify, policy reload) are a total order:
+    # producers key them all "control", so they share one partition. The topic still
+    # has the common partition count so the worker's tables stay co-partitioned with
+    # it. Kept forever: a freeze must not age out of the topic while it is in force.
+    TopicSpec("control", "in", "operator commands", config=FOREVER),
+    TopicSpec("decisions.execute", "out", "levels 3 and 4: executors act"),
+    TopicSpec("decisions.approve", "out", "level 2: a human must approve first"),
+    TopicSpec("decisions.assist", "out", "level 1: context for a human, no action"),
+    TopicSpec("decisions.manual", "out", "level 0: humans work from raw telemetry"),
+    TopicSpec("oncall", "out", "escalations to the on-call human"),
+    # Append-only and unlimited: the immutable audit trail Splunk ingests.
+    TopicSpec(
+        "audit", "out", "hash-chained audit events", config={"cleanup.policy": "delete", **FOREVER}
+    ),
+    TopicSpec(
+        "dlq",
+        "out",
+        "rejected input with the reason and the original bytes",
+        config={"cleanup.policy": "delete", "retention.ms": str(DLQ_RETENTION_MS)},
+    ),
+)
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The spec of a logical topic name such as ``audit``."""
+    for spec in TOPICS:
+        if spec.name == name:
+            return spec
+    known = ", ".join(spec.name for spec in TOPICS)
+    raise KeyError(f"unknown topic {name!r}; known: {known}")
+
+
+def admin_client(bootstrap: str, **overrides: Any) -> AdminClient:
+    """An AdminClient that reconnects quickly and logs through ``logging``, not stderr."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 500,
+        "log.connection.close": False,
+        "logger": CLIENT_LOG,
+    }
+    config.update(overrides)
+    return AdminClient(config)
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> int:
+    """Wait until the cluster answers a metadata request; return its number of brokers."""
+    deadline = time.monotonic() + timeout
+    admin = admin_client(bootstrap)
+    last_error = "no answer"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KafkaLauncherError(
+                f"Kafka at {bootstrap} did not answer within {timeout:g}s: {last_error}"
+            )
+        try:
+            metadata = admin.list_topics(timeout=min(2.0, remaining))
+        except KafkaException as exc:
+            # list_topics itself waits up to its timeout: this loop polls, no sleep.
+            last_error = str(exc.args[0]) if exc.args else repr(exc)
+            continue
+        if metadata.brokers:
+            return len(metadata.brokers)
+
+
+def create_topics(
+    settings: Settings, bootstrap: str | None = None, *, timeout: float = ADMIN_TIMEOUT_S
+) -> list[str]:
+    """Create every topic of ``TOPICS`` that is missing; return all full names, in order.
+
+    ``bootstrap`` defaults to ``settings.bootstrap_servers``. A topic that already
+    exists is fine; any other failure raises ``KafkaLauncherError`` naming the topic.
+    """
+    servers = bootstrap or settings.bootstrap_servers
+    if not servers:
+        msg = "bootstrap_servers: no Kafka cluster given (set KAFKA_BOOTSTRAP_SERVERS)"
+        raise KafkaLauncherError(msg)
+    new_topics = [
+        NewTopic(
+            spec.full_name(settings),
+            num_partitions=spec.partition_count(settings),
+            replication_factor=settings.replication_factor,
+            config=spec.topic_config(settings),
+        )
+        for spec in TOPICS
+    ]
+    admin = admin_client(servers)
+    futures = admin.create_topics(new_topics, operation_timeout=timeout, request_timeout=timeout)
+    created: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            reason = error.str() if isinstance(error, KafkaError) else repr(exc)
+            raise KafkaLauncherError(f"topic {name}: could not be created: {reason}") from exc
+        created.append(name)
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    return [topic.topic for topic in new_topics]
+
+
+def describe_topic_config(
+    bootstrap: str, topic: str, *, timeout: float = ADMIN_TIMEOUT_S
+) -> dict[str, str]:
+    """Every config of ``topic`` (explicit and default) as the broker reports it."""
+    admin = admin_client(bootstrap)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(
+            timeout=timeout
+        )
+    except KafkaException as exc:
+        raise KafkaLauncherError(f"topic {topic}: could not describe configs: {exc}") from exc
+    return {name: entry.value for name, entry in entries.items() if entry.value is not None}
+
+
+def partition_counts(
+    bootstrap: str, topics: Iterable[str], *, timeout: float = ADMIN_TIMEOUT_S
+) -> dict[str, int]:
+    """Partitions of each existing topic among ``topics`` (missing topics are left out)."""
+    metadata = admin_client(bootstrap).list_topics(timeout=timeout)
+    return {
+        name: len(metadata.topics[name].partitions)
+        for name in topics
+        if name in metadata.topics and metadata.topics[name].error is None
+    }

@@ -1,0 +1,75 @@
+"""Prometheus metrics of the gate, built on a registry the caller passes (tests use a fresh one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Every metric the gate exports; names carry their unit."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "escalation_decisions_total", "Decisions by level and route", ["level", "route"],
+            registry=r,
+        )  # fmt: skip
+        self.triggers = Counter(
+            "escalation_triggers_total", "Escalation triggers fired", ["trigger"], registry=r
+        )
+        self.latency = Histogram(
+            "escalation_decision_latency_seconds",
+            "Time from a proposal's Kafka timestamp to its decision being sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "escalation_dead_letters_total", "Input sent to the dead-letter topic", ["reason", "topic"],
+            registry=r,
+        )  # fmt: skip
+        self.ai_fp_rate = Gauge(
+            "escalation_ai_false_positive_rate",
+            "Rolling 7-day false-positive rate of an AI system's proposals",
+            ["ai_system"],
+            registry=r,
+        )
+        self.policy_info = Gauge(
+            "escalation_policy_info", "Policy in force (value 1)", ["version", "digest"], registry=r
+        )
+        self.policy_overdue = Gauge(
+            "escalation_policy_review_overdue",
+            "1 when the policy in force is past its next review date (decisions capped at 2)",
+            registry=r,
+        )
+        self.policy_rejected = Counter(
+            "escalation_policy_reloads_rejected_total", "Invalid policies refused", registry=r
+        )
+        self.answers_refused = Counter(
+            "escalation_answers_refused_total", "Human answers refused", ["reason"], registry=r
+        )
+        self.answers_accepted = Counter(
+            "escalation_answers_accepted_total", "Human answers accepted", ["kind"], registry=r
+        )
+        self.oncall = Counter(
+            "escalation_oncall_escalations_total", "Pages sent to on-call", ["reason"], registry=r
+        )
+        self.audit_events = Counter(
+            "escalation_audit_events_total", "Audit events written", ["kind"], registry=r
+        )
+        self.state_applied = Counter(
+            "escalation_state_updates_applied_total",
+            "State updates this worker's read model has applied",
+            ["table"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "escalation_messages_total", "Input messages processed", ["topic"], registry=r
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Start the scrape endpoint; returns the bound port (``0`` picks a free one)."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_port)

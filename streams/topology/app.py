@@ -1,0 +1,494 @@
+"""The Faust app: topics, tables and thin agents around the pure core.
+
+Data flow (every arrow is a Kafka topic)::
+
+    proposals ──► [proposals agent] ──► decisions.{execute,approve,assist,manual}
+                        │   ▲                 └► lifecycle (L2/L3, keyed by decision id)
+                        │   └── state mirror (every worker reads every key)
+    outcomes, error-budgets, control ──► [input agents] ──► state (keyed by table key)
+    state ──► [state agent] ──► Faust tables (single writer per key) ──► changelogs ──► mirror
+    every agent ──► audit (hash-chained per source partition), dlq
+
+Agents decode, look up state, call the core, send and audit; nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import faust
+from pydantic import BaseModel
+
+from streams.audit.chain import ChainHead, seal
+from streams.errors import InputError, PolicyError
+from streams.metrics import Metrics
+from streams.models import (
+    ControlCommand,
+    DeadLetter,
+    Decision,
+    ErrorBudgetUpdate,
+    HistoryRecord,
+    Outcome,
+    Proposal,
+    decode,
+    encode,
+)
+from streams.models.codec import canonical_json
+from streams.policy import Policy, evaluate, parse_policy
+from streams.settings import Settings
+from streams.state import reducers
+
+log = logging.getLogger(__name__)
+
+STATE_TABLES = ("history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy")
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+
+
+class Gate:
+    """One worker's Faust app and the objects its agents share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        metrics: Metrics,
+        *,
+        bootstrap: str,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.bootstrap = bootstrap
+        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            # The prefix keeps the consumer group and the table changelogs of two
+            # deployments (or two tests) on one cluster apart.
+            f"{settings.topic_prefix}{settings.app_id}",
+            broker=f"kafka://{bootstrap}",
+            store=settings.store,
+            datadir=str(settings.data_dir / "faust"),
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            web_enabled=False,
+            autodiscover=False,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            producer_acks=-1,
+            stream_wait_empty=False,
+            table_standby_replicas=0,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        topic = settings.topic
+        self.t_proposals = self.app.topic(topic("proposals"), **raw)
+        self.t_outcomes = self.app.topic(topic("outcomes"), **raw)
+        self.t_budgets = self.app.topic(topic("error-budgets"), **raw)
+        self.t_control = self.app.topic(topic("control"), **raw)
+        self.t_state = self.app.topic(topic("state"), internal=True, **raw)
+        self.t_audit = self.app.topic(topic("audit"), **raw)
+        self.t_dlq = self.app.topic(topic("dlq"), **raw)
+        self.t_oncall = self.app.topic(topic("oncall"), **raw)
+        self.routes = {
+            route: self.app.topic(topic(f"decisions.{route}"), **raw)
+            for route in ("execute", "approve", "assist", "manual")
+        }
+        # Keys and values are JSON in the changelogs (faust picks "json" for str keys).
+        table_args: dict[str, Any] = {"key_type": str, "partitions": settings.partitions}
+        self.tables = {name: self.app.Table(name, **table_args) for name in STATE_TABLES}
+        self.audit_heads = self.app.Table("audit-heads", **table_args)
+
+        from streams.topology.mirror import Mirror  # noqa: PLC0415
+
+        self.mirror = Mirror(
+            bootstrap,
+            {name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()},
+        )
+        self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
+        self.mirror.listeners.append(self._on_state)
+
+        self.app.agent(self.t_proposals, name="proposals")(self._proposals)
+        self.app.agent(self.t_outcomes, name="outcomes")(self._outcomes)
+        self.app.agent(self.t_budgets, name="error-budgets")(self._budgets)
+        self.app.agent(self.t_control, name="control")(self._control)
+        self.app.agent(self.t_state, name="state")(self._state)
+        self.app.task(self._start_mirror)
+        self._policy_gauges()
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _start_mirror(self) -> None:
+        await self.mirror.start()
+
+    def _policy_gauges(self) -> None:
+        self.metrics.policy_info.clear()
+        self.metrics.policy_info.labels(self.policy.version, self.policy.digest).set(1)
+
+    def _on_state(self, table: str, key: str, value: Any) -> None:
+        """Keep metrics and the policy in force in step with the mirrored state."""
+        if table == "verdicts":
+            rate = reducers.ai_fp_rate(value, dt.datetime.now(tz=dt.UTC))
+            self.metrics.ai_fp_rate.labels(key).set(rate if rate is not None else 0.0)
+        elif table == "policy" and key == "current" and value:
+            self._adopt_policy(value)
+
+    def _adopt_policy(self, value: dict[str, Any]) -> None:
+        text = value.get("yaml")
+        if not isinstance(text, str) or value.get("digest") == self.policy.digest:
+            return
+        try:
+            policy = parse_policy(text, source=f"control:{value.get('by', '?')}")
+        except PolicyError:
+            # Validated before it was stored; a bad value here keeps the old policy.
+            log.exception("stored policy does not validate; keeping v%s", self.policy.version)
+            return
+        self.policy = policy
+        self._policy_gauges()
+        log.info("policy v%s (%s) in force", policy.version, policy.digest[:12])
+
+    def audit(
+        self,
+        partition: int,
+        kind: str,
+        *,
+        event_id: str,
+        at: dt.datetime,
+        actor: str,
+        data: dict[str, Any],
+        fields: dict[str, str] | None = None,
+        proposal_id: str | None = None,
+        decision_id: str | None = None,
+    ) -> None:
+        """Seal one audit event onto this partition's chain and enqueue it.
+
+        Synchronous on purpose: reading the head, sealing and storing the new head
+        happen with no ``await`` between them, so agents sharing a partition's chain
+        cannot interleave inside it.
+        """
+        chain = f"p{partition}"
+        stored = self.audit_heads.get(chain)
+        head = ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
+        event, new_head = seal(
+            head,
+            kind=kind,
+            event_id=event_id,
+            actor=actor,
+            at=at,
+            proposal_id=proposal_id,
+            decision_id=decision_id,
+            data=data,
+            fields=fields or {},
+            host=self.settings.audit_host,
+            index=self.settings.audit_index,
+        )
+        self.audit_heads[chain] = new_head.to_dict()
+        self.t_audit.send_soon(key=chain.encode(), value=encode(event), partition=partition)
+        self.metrics.audit_events.labels(kind).inc()
+
+    def dead_letter(self, event: Any, error: InputError | Exception, logical_topic: str) -> None:
+        """Send the original bytes and the reason to ``dlq``; audit it; count it."""
+        message = event.message
+        reason = error.kind if isinstance(error, InputError) else "processing"
+        value: bytes = message.value if isinstance(message.value, bytes) else b""
+        letter = DeadLetter.model_construct(
+            schema_version=1,
+            reason=reason,
+            error=str(error)[:4000],
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key_b64=base64.b64encode(message.key).decode() if message.key else None,
+            value_b64=base64.b64encode(value).decode(),
+            received_at=_utc(message.timestamp or time.time()),
+        )
+        self.t_dlq.send_soon(key=message.key, value=encode(letter))
+        self.metrics.dead_letters.labels(reason, logical_topic).inc()
+        self.audit(
+            message.partition,
+            "dead_letter",
+            event_id=f"dlq:{message.topic}:{message.partition}:{message.offset}",
+            at=letter.received_at,
+            actor="escalation-gate",
+            data={
+                "reason": reason,
+                "error": letter.error,
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+            },
+            fields={"reason": reason},
+        )
+
+    def decode_or_dlq(self, event: Any, model: type[BaseModel], logical_topic: str) -> Any:
+        """The decoded message, or ``None`` after dead-lettering it."""
+        value = event.message.value
+        self.metrics.messages.labels(logical_topic).inc()
+        try:
+            if not isinstance(value, bytes):
+                raise InputError("(message)", "empty message", kind="schema")
+            return decode(model, value, max_bytes=self.settings.max_message_bytes)
+        except InputError as exc:
+            self.dead_letter(event, exc, logical_topic)
+            return None
+
+    def send_state(self, table: str, key: str, update: dict[str, Any]) -> None:
+        """Repartition a state update by its table key (single writer per key)."""
+        body = canonical_json({"table": table, "key": key, **update})
+        self.t_state.send_soon(key=f"{table}|{key}".encode(), value=body)
+
+    # ------------------------------------------------------------------ agents
+
+    async def _proposals(self, stream: Any) -> None:
+        await self.mirror.ready.wait()
+        async for event in stream.events():
+            proposal = self.decode_or_dlq(event, Proposal, "proposals")
+            if proposal is None:
+                continue
+            try:
+                self.decide(event, proposal)
+            except Exception as exc:  # a bug must not lose the message: dead-letter it
+                log.exception("deciding %s failed", proposal.proposal_id)
+                self.dead_letter(event, exc, "proposals")
+
+    def decide(self, event: Any, proposal: Proposal) -> Decision:
+        """Enrich, evaluate, route, audit: one proposal."""
+        message = event.message
+        now = _utc(message.timestamp)
+        policy = self.policy
+        service = proposal.action.target.service
+        from streams.policy import decision_id_for  # noqa: PLC0415
+
+        decision_id = decision_id_for(proposal)
+        mirror = self.mirror
+        hkey = reducers.history_key(proposal.pattern, proposal.action.type)
+        context = reducers.build_context(
+            proposal,
+            now=now,
+            decision_id=decision_id,
+            history=mirror.get("history", hkey),
+            budget=mirror.get("budgets", service),
+            verdicts=mirror.get("verdicts", proposal.source.ai_system),
+            requalification=mirror.get("requalification", hkey),
+            velocity_service=self.tables["velocity"].get(service),
+            velocity_fleet=mirror.values("velocity"),
+            freeze={"*": mirror.get("freeze", "*"), service: mirror.get("freeze", service)},
+            velocity_window_seconds=policy.velocity.window_seconds,
+        )
+        decision = evaluate(proposal, context, policy)
+        fields = {
+            "level": str(decision.level),
+            "route": decision.route,
+            "service": service,
+            "ai_system": proposal.source.ai_system,
+            "pattern": proposal.pattern,
+            "action_type": proposal.action.type,
+        }
+        self.audit(
+            message.partition,
+            "proposal_received",
+            event_id=f"{decision_id}:received",
+            at=now,
+            actor=proposal.source.ai_system,
+            proposal_id=proposal.proposal_id,
+            decision_id=decision_id,
+            data={"proposal": proposal.model_dump(mode="json")},
+            fields={k: fields[k] for k in ("service", "ai_system", "pattern", "action_type")},
+        )
+        body = encode(decision)
+        self.routes[decision.route].send_soon(key=service.encode(), value=body)
+        if decision.level >= 3:
+            value = reducers.record_autonomous(
+                self.tables["velocity"].get(service),
+                decision_id=decision_id,
+                at=now,
+                window_seconds=policy.velocity.window_seconds,
+            )
+            self.tables["velocity"][service] = value
+            mirror.put("velocity", service, value)
+        self.audit(
+            message.partition,
+            "decision",
+            event_id=f"{decision_id}:decision",
+            at=now,
+            actor="escalation-gate",
+            proposal_id=proposal.proposal_id,
+            decision_id=decision_id,
+            data={"decision": decision.model_dump(mode="json")},
+            fields=fields,
+        )
+        self.metrics.decisions.labels(str(decision.level), decision.route).inc()
+        for trigger in decision.triggers:
+            self.metrics.triggers.labels(trigger).inc()
+        self.metrics.latency.observe(max(0.0, time.time() - message.timestamp))
+        return decision
+
+    async def _outcomes(self, stream: Any) -> None:
+        async for event in stream.events():
+            outcome = self.decode_or_dlq(event, Outcome, "outcomes")
+            if outcome is not None:
+                self.on_outcome(event, outcome)
+
+    def on_outcome(self, event: Any, outcome: Outcome) -> None:
+        """Fold an executor's report into history, AI verdicts and re-qualification."""
+        hkey = reducers.history_key(outcome.pattern, outcome.action_type)
+        self.send_state("history", hkey, {"op": "outcome", "success": outcome.successful})
+        self.send_state(
+            "verdicts",
+            outcome.ai_system,
+            {"op": "verdict", "false_positive": outcome.not_needed, "at": outcome.at.timestamp()},
+        )
+        autonomous = outcome.level >= 3
+        if autonomous and not outcome.successful:
+            self.send_state(
+                "requalification",
+                hkey,
+                {
+                    "op": "revoke",
+                    "user": "escalation-gate",
+                    "at": outcome.at.timestamp(),
+                    "reason": f"suboptimal outcome of {outcome.decision_id}",
+                },
+            )
+        self.audit(
+            event.message.partition,
+            "outcome",
+            event_id=f"{outcome.decision_id}:outcome:{event.message.offset}",
+            at=outcome.at,
+            actor=f"executor:{outcome.service}",
+            proposal_id=outcome.proposal_id,
+            decision_id=outcome.decision_id,
+            data={"outcome": outcome.model_dump(mode="json")},
+            fields={
+                "level": str(outcome.level),
+                "service": outcome.service,
+                "ai_system": outcome.ai_system,
+                "pattern": outcome.pattern,
+                "result": outcome.result,
+                "verification": outcome.verification,
+            },
+        )
+
+    async def _budgets(self, stream: Any) -> None:
+        async for event in stream.events():
+            update = self.decode_or_dlq(event, ErrorBudgetUpdate, "error-budgets")
+            if update is not None:
+                self.send_state(
+                    "budgets",
+                    update.service,
+                    {"op": "budget", "remaining": update.remaining, "at": update.at.timestamp()},
+                )
+
+    async def _control(self, stream: Any) -> None:
+        async for event in stream.events():
+            command = self.decode_or_dlq(event, ControlCommand, "control")
+            if command is not None:
+                self.on_control(event, command)
+
+    def on_control(self, event: Any, command: ControlCommand) -> None:
+        """Freeze, unfreeze, re-qualify, revoke, or reload the policy."""
+        at = command.at.timestamp()
+        kind: str = command.command
+        data: dict[str, Any] = {"command": command.model_dump(mode="json", exclude={"policy_yaml"})}
+        if command.command in {"freeze", "unfreeze"}:
+            self.send_state(
+                "freeze",
+                command.service or "*",
+                {"op": command.command, "user": command.user, "at": at},
+            )
+        elif command.command in {"requalify", "revoke"}:
+            assert command.pattern is not None  # noqa: S101 - the model guarantees it
+            assert command.action_type is not None  # noqa: S101
+            self.send_state(
+                "requalification",
+                reducers.history_key(command.pattern, command.action_type),
+                {"op": command.command, "user": command.user, "at": at, "reason": command.reason},
+            )
+            kind = "requalification" if command.command == "requalify" else "requalification_revoked"
+        else:
+            text = command.policy_yaml or ""
+            try:
+                policy = parse_policy(text, source=f"control:{command.user}")
+            except PolicyError as exc:
+                kind = "policy_rejected"
+                data["problems"] = exc.problems
+                self.metrics.policy_rejected.inc()
+            else:
+                kind = "policy_load"
+                data.update(version=policy.version, digest=policy.digest)
+                self.send_state(
+                    "policy",
+                    "current",
+                    {"op": "policy", "yaml": text, "digest": policy.digest, "by": command.user},
+                )
+        self.audit(
+            event.message.partition,
+            kind,
+            event_id=f"control:{event.message.partition}:{event.message.offset}",
+            at=command.at,
+            actor=command.user,
+            data=data,
+            fields={"service": command.service or "*", "command": command.command},
+        )
+
+    async def _state(self, stream: Any) -> None:
+        async for event in stream.events():
+            self.apply_state(event.message.value)
+
+    def apply_state(self, raw: bytes) -> None:
+        """The single writer of each state key: apply a reducer, store, mirror."""
+        from streams.models.codec import parse_json  # noqa: PLC0415
+
+        update = parse_json(raw)
+        table, key, op = update["table"], update["key"], update["op"]
+        old = self.tables[table].get(key)
+        at = _utc(float(update.get("at", time.time())))
+        if op == "outcome":
+            new = reducers.apply_history(old, success=bool(update["success"]))
+        elif op == "verdict":
+            new = reducers.apply_verdict(old, at=at, false_positive=bool(update["false_positive"]))
+        elif op == "budget":
+            new = reducers.apply_budget(old, remaining=float(update["remaining"]), at=at)
+        elif op in {"requalify", "revoke"}:
+            new = reducers.apply_requalification(
+                old, command=op, user=update["user"], at=at, reason=update.get("reason", "")
+            )
+        elif op in {"freeze", "unfreeze"}:
+            new = reducers.apply_freeze(old, frozen=op == "freeze", user=update["user"], at=at)
+        elif op == "policy":
+            new = {k: update[k] for k in ("yaml", "digest", "by")}
+        else:
+            log.warning("unknown state op %r ignored", op)
+            return
+        self.tables[table][key] = new
+        self.mirror.put(table, key, new)
+
+    # ------------------------------------------------------------------ seeding
+
+    @staticmethod
+    def history_updates(record: HistoryRecord) -> list[tuple[str, str, dict[str, Any]]]:
+        """State updates that seed one past incident (``escalation history import``)."""
+        at = record.at.timestamp()
+        return [
+            (
+                "history",
+                reducers.history_key(record.pattern, record.action_type),
+                {"op": "outcome", "success": record.outcome == "success", "at": at},
+            ),
+            (
+                "verdicts",
+                record.ai_system,
+                {"op": "verdict", "false_positive": record.verdict != "true_positive", "at": at},
+            ),
+        ]
+
+
+async def _wait(seconds: float) -> None:  # pragma: no cover - used by the demo only
+    await asyncio.sleep(seconds)

@@ -1,0 +1,59 @@
+"""Start one gate worker: topics, policy, metrics endpoint, the Faust worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+from typing import Any
+
+from streams.metrics import Metrics
+from streams.models import ControlCommand, encode
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_gate(settings: Settings, bootstrap: str, metrics: Metrics | None = None) -> Any:
+    """The Gate for these settings, with the policy file loaded (it must validate)."""
+    from streams.files import read_policy  # noqa: PLC0415
+    from streams.topology.app import Gate  # noqa: PLC0415
+
+    policy = read_policy(settings.policy_file)
+    return Gate(settings, policy, metrics or Metrics(), bootstrap=bootstrap)
+
+
+def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING") -> None:
+    """Run until SIGTERM/SIGINT. Creates topics first (idempotent)."""
+    import faust  # noqa: PLC0415
+
+    from streams.kafka.admin import create_topics, wait_for_broker  # noqa: PLC0415
+
+    wait_for_broker(bootstrap, timeout=60.0)
+    create_topics(settings, bootstrap)
+    metrics = Metrics()
+    gate = build_gate(settings, bootstrap, metrics)
+    port = metrics.serve(settings.metrics_port, addr=settings.metrics_addr)
+    log.warning("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
+    if settings.metrics_port_file is not None:
+        settings.metrics_port_file.write_text(str(port))
+
+    @gate.app.task
+    async def announce_policy() -> None:  # the policy in force is itself audited
+        await gate.mirror.ready.wait()
+        stored = gate.mirror.get("policy", "current")
+        if stored:
+            gate._adopt_policy(stored)  # noqa: SLF001
+            return
+        command = ControlCommand(
+            schema_version=1,
+            command="reload_policy",
+            user=f"worker@{socket.gethostname()}",
+            policy_yaml=settings.policy_file.read_text(encoding="utf-8"),
+            reason=f"initial policy from {settings.policy_file}",
+            at=dt.datetime.now(tz=dt.UTC),
+        )
+        await gate.t_control.send(key=b"control", value=encode(command))
+
+    worker = faust.Worker(gate.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
