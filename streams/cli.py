@@ -279,10 +279,19 @@ def history_import(ctx: click.Context, source: str) -> None:
 
 
 @cli.command()
-@click.option("--rate", type=click.FloatRange(min=0.1, max=10_000), default=5.0, show_default=True,
-              help="Proposals per second.")
-@click.option("--count", type=click.IntRange(min=1), default=None,
-              help="Stop after this many decisions (default: run until Ctrl-C).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1, max=10_000),
+    default=5.0,
+    show_default=True,
+    help="Proposals per second.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many decisions (default: run until Ctrl-C).",
+)
 @click.pass_context
 def demo(ctx: click.Context, rate: float, count: int | None) -> None:
     """Start a local Kafka and a worker, seed history, and show decisions live."""
@@ -351,6 +360,74 @@ def _control(ctx: click.Context, command: str, **fields: Any) -> None:
     settings = settings_from(ctx)
     _produce(_bootstrap(ctx), settings.topic("control"), [(b"control", encode(message))])
     click.echo(f"{command} sent to {settings.topic('control')}")
+
+
+def _answer(ctx: click.Context, kind: str, decision_id: str, **fields: Any) -> None:
+    import datetime as dt  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from streams.models import ApprovalResponse, encode  # noqa: PLC0415
+    from streams.signing import sign  # noqa: PLC0415
+
+    settings = settings_from(ctx)
+    now = dt.datetime.now(tz=dt.UTC)
+    try:
+        answer = ApprovalResponse(
+            schema_version=1,
+            kind=kind,
+            decision_id=decision_id,
+            nonce=secrets.token_hex(16),
+            issued_at=now,
+            expires_at=now + dt.timedelta(minutes=15),
+            **fields,
+        )
+    except ValidationError as exc:
+        from streams.models.codec import describe_validation_error  # noqa: PLC0415
+
+        raise describe_validation_error(exc) from None
+    signed = sign(answer, settings.approval_secret.get_secret_value())
+    _produce(_bootstrap(ctx), settings.topic("approvals"), [(decision_id.encode(), encode(signed))])
+    click.echo(f"{kind} of {decision_id} by {answer.user} sent (signed, nonce {answer.nonce})")
+
+
+_as = click.option("--as", "user", required=True, help="Who answers (must be a policy approver).")
+_reason = click.option("--reason", default="", help="Free text for the audit trail.")
+
+
+@cli.command()
+@click.argument("decision_id")
+@_as
+@click.option("--change-record", default=None, help="Change record id (regulated actions).")
+@_reason
+@click.pass_context
+def approve(
+    ctx: click.Context, decision_id: str, user: str, change_record: str | None, reason: str
+) -> None:
+    """Approve a Level 2 decision (signed with the approval channel's secret)."""
+    _answer(ctx, "approve", decision_id, user=user, change_record=change_record, reason=reason)
+
+
+@cli.command()
+@click.argument("decision_id")
+@_as
+@click.option("--false-positive", is_flag=True, help="The AI was wrong: counts in its FP rate.")
+@_reason
+@click.pass_context
+def reject(
+    ctx: click.Context, decision_id: str, user: str, false_positive: bool, reason: str
+) -> None:
+    """Reject a Level 2 decision."""
+    _answer(ctx, "reject", decision_id, user=user, false_positive=false_positive, reason=reason)
+
+
+@cli.command()
+@click.argument("decision_id")
+@_as
+@_reason
+@click.pass_context
+def abort(ctx: click.Context, decision_id: str, user: str, reason: str) -> None:
+    """Abort a Level 3 execution inside its abort window."""
+    _answer(ctx, "abort", decision_id, user=user, reason=reason)
 
 
 def _mount_subsystem_commands() -> None:

@@ -45,16 +45,18 @@ def seed(settings: Settings, bootstrap: str, now: dt.datetime) -> None:
                 key=f"{table}|{key}".encode(),
                 value=canonical_json({"table": table, "key": key, **update}),
             )
-    for update in samples.budgets(now):
+    for budget in samples.budgets(now):
         producer.produce(
-            settings.topic("error-budgets"), key=update.service.encode(), value=encode(update)
+            settings.topic("error-budgets"), key=budget.service.encode(), value=encode(budget)
         )
     for command in samples.requalifications(now):
         producer.produce(settings.topic("control"), key=b"control", value=encode(command))
     producer.flush(30)
 
 
-def start_worker(settings: Settings, bootstrap: str, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, bootstrap: str, data_dir: Path, **env: str
+) -> subprocess.Popen[bytes]:
     """``escalation worker`` as a child process with its own state directory."""
     environment = {
         **os.environ,
@@ -67,7 +69,7 @@ def start_worker(settings: Settings, bootstrap: str, data_dir: Path, **env: str)
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "worker.log").open("ab")
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker"],
         env=environment,
         stdout=log,
@@ -104,12 +106,17 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         now = dt.datetime.now(tz=dt.UTC)
         seed(settings, bootstrap, now)
         consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"demo-{os.getpid()}",
-             "auto.offset.reset": "earliest", "enable.auto.commit": False}
-        )  # fmt: skip
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"demo-{os.getpid()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         stack.callback(consumer.close)
-        consumer.subscribe([settings.topic(f"decisions.{r}") for r in
-                            ("execute", "approve", "assist", "manual")])  # fmt: skip
+        consumer.subscribe(
+            [settings.topic(f"decisions.{r}") for r in ("execute", "approve", "assist", "manual")]
+        )
         producer = _producer(bootstrap)
         by_level: Counter[int] = Counter()
         recent: list[dict[str, Any]] = []
@@ -118,21 +125,26 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         total = count if count is not None else 10**12
 
         def render() -> Table:
-            table = Table(title=f"Escalation Gate demo: {sent} sent, "
-                                f"{sum(by_level.values())} decided  (Ctrl-C stops)")  # fmt: skip
+            table = Table(
+                title=f"Escalation Gate demo: {sent} sent, "
+                f"{sum(by_level.values())} decided  (Ctrl-C stops)"
+            )
             for col in ("level", "route", "service", "pattern", "rule", "triggers"):
                 table.add_column(col)
             for d in recent[-15:]:
                 lvl = d["level"]
                 table.add_row(
-                    f"[{LEVEL_STYLE[lvl]}]{lvl} {d['level_name']}[/]", d["route"],
-                    d["proposal"]["action"]["target"]["service"], d["proposal"]["pattern"],
-                    d["deciding_rule"], ",".join(d["triggers"]) or "-",
-                )  # fmt: skip
+                    f"[{LEVEL_STYLE[lvl]}]{lvl} {d['level_name']}[/]",
+                    d["route"],
+                    d["proposal"]["action"]["target"]["service"],
+                    d["proposal"]["pattern"],
+                    d["deciding_rule"],
+                    ",".join(d["triggers"]) or "-",
+                )
             table.caption = "  ".join(f"L{k}: {by_level[k]}" for k in range(5))
             return table
 
-        stream = iter(samples.stream(total if total < 10**6 else 10**6, start=now))
+        stream = iter(samples.stream(min(10**6, total), start=now))
         with Live(render(), console=console, refresh_per_second=4) as live:
             while True:
                 due = int((time.monotonic() - started) * rate) - sent
@@ -150,14 +162,16 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
                 producer.poll(0)
                 message = consumer.poll(0.1)
                 if message is not None and not message.error():
-                    decision = orjson.loads(message.value())
+                    decision = orjson.loads(message.value() or b"{}")
                     by_level[decision["level"]] += 1
                     recent.append(decision)
                     del recent[:-50]
                     live.update(render())
                 if worker.poll() is not None:
-                    console.print(f"[red]worker exited with {worker.returncode}; see "
-                                  f"{work / 'worker' / 'worker.log'}[/]")  # fmt: skip
+                    console.print(
+                        f"[red]worker exited with {worker.returncode}; see "
+                        f"{work / 'worker' / 'worker.log'}[/]"
+                    )
                     return
                 if count is not None and sum(by_level.values()) >= count:
                     live.update(render())

@@ -14,9 +14,11 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.decisions = Counter(
-            "escalation_decisions_total", "Decisions by level and route", ["level", "route"],
+            "escalation_decisions_total",
+            "Decisions by level and route",
+            ["level", "route"],
             registry=r,
-        )  # fmt: skip
+        )
         self.triggers = Counter(
             "escalation_triggers_total", "Escalation triggers fired", ["trigger"], registry=r
         )
@@ -27,9 +29,11 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "escalation_dead_letters_total", "Input sent to the dead-letter topic", ["reason", "topic"],
+            "escalation_dead_letters_total",
+            "Input sent to the dead-letter topic",
+            ["reason", "topic"],
             registry=r,
-        )  # fmt: skip
+        )
         self.ai_fp_rate = Gauge(
             "escalation_ai_false_positive_rate",
             "Rolling 7-day false-positive rate of an AI system's proposals",
@@ -63,6 +67,11 @@ class Metrics:
             "escalation_state_updates_applied_total",
             "State updates this worker's read model has applied",
             ["table"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "escalation_worker_ready",
+            "1 once the state mirror caught up and agents run",
             registry=r,
         )
         self.messages = Counter(

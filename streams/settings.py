@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         default=Path("var"), description="Worker state (RocksDB tables) and local broker data."
     )
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus port.")
+    tick_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often approval timeouts are checked."
+    )
     metrics_addr: str = Field(default="127.0.0.1", description="Prometheus bind address.")
     metrics_port_file: Path | None = Field(
         default=None, description="Write the bound metrics port here (for port 0)."

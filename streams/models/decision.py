@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from typing_extensions import TypedDict
-
 from pydantic import Field, JsonValue
+from typing_extensions import TypedDict
 
 from streams.models.base import Bool, Count, Id, Instant, Level, Text, WireModel
 from streams.models.context import Context
@@ -69,8 +68,9 @@ class Decision(WireModel):
 class ExecuteCommand(WireModel):
     """An instruction to executors on ``decisions.execute`` after a human answered.
 
-    ``execute`` follows an accepted Level 2 approval; ``abort`` follows an abort
-    inside a Level 3 window.
+    ``execute`` follows an accepted Level 2 approval (the approved decision was sent
+    on ``decisions.approve`` with the same ``decision_id``); ``abort`` follows an
+    abort inside a Level 3 window. ``command_id`` is deterministic, for de-duplication.
     """
 
     type: Literal["execute", "abort"]
@@ -82,7 +82,9 @@ class ExecuteCommand(WireModel):
     by: Id
     change_record: Id | None = None
     issued_at: Instant
-    proposal: Proposal
+    service: Id
+    pattern: Id
+    action_type: Id
 
 
 class OncallEscalation(WireModel):

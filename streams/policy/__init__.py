@@ -1,3 +1,4 @@
+# Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
 """The pure policy core: the policy document, its loader, and the evaluator.
 
 Imports nothing from faust, Kafka clients or prometheus_client, and never touches

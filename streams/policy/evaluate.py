@@ -1,15 +1,22 @@
+# Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
 """``evaluate(proposal, context, policy) -> Decision``: SPEC section 5, rule by rule.
 
 Pure: time comes from ``context.now``; no I/O, no clock, no Kafka. Every condition
 of every rule is evaluated and recorded (observed value, operator, threshold,
 verdict), so a reviewer can see why a decision was taken and why the others were
 not; the first rule that decides, decides.
+
+This runs once per message, so it is written for speed without hiding the rules:
+each rule's verdicts are plain boolean expressions, the recorded conditions are rows
+turned into dicts in one comprehension, and what depends only on the policy is
+computed once per policy object (``_Plan``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streams.models.decision import LEVEL_NAMES, ROUTES, Condition, Decision, Trigger
@@ -17,61 +24,149 @@ from streams.models.decision import LEVEL_NAMES, ROUTES, Condition, Decision, Tr
 if TYPE_CHECKING:
     from streams.models.context import Context
     from streams.models.proposal import Proposal
-    from streams.policy.model import Policy
+    from streams.policy.model import ActionAuthorisation, Policy
 
-_DAY = 86_400.0
-_new_decision = Decision.model_construct
+_DAY_SECONDS = 86_400.0
+_ZERO = dt.timedelta(0)
+
+R0 = "level0_untrusted"
+R1 = "level1_assist"
+RG = "regulatory"
+R2 = "level2_supervised"
+R4 = "level4_autonomous"
+R3 = "level3_conditional"
+RV = "velocity_guard"
+RR = "policy_review"
+
+Row = tuple[str, str, Any, str, Any, bool]
 
 
 def decision_id_for(proposal: Proposal) -> str:
     """Deterministic id: the same proposal decided twice gets the same id."""
-    key = "\x1f".join(
-        (
-            proposal.proposal_id,
-            proposal.source.ai_system,
-            proposal.created_at.isoformat(),
-            proposal.pattern,
-            proposal.action.type,
-            proposal.action.target.service,
-        )
+    key = (
+        f"{proposal.proposal_id}\x1f{proposal.source.ai_system}\x1f"
+        f"{proposal.created_at.isoformat()}\x1f{proposal.pattern}\x1f"
+        f"{proposal.action.type}\x1f{proposal.action.target.service}"
     )
     return "d-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-class _Rule:
-    """Collects the conditions of one rule as they are evaluated."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What ``evaluate`` needs from one policy object, as plain values.
 
-    __slots__ = ("conditions", "name")
+    Built once per policy object (policies are frozen; the loader sets the digest
+    before anyone sees one). Tuples here are copied into fresh lists per decision, so
+    no two decisions share a mutable value.
+    """
 
-    def __init__(self, name: str, conditions: list[Condition]) -> None:
-        self.name = name
-        self.conditions = conditions
+    policy: Policy
+    version: str
+    digest: str
+    trusted: frozenset[str]
+    trusted_list: tuple[str, ...]
+    shared: frozenset[str]
+    shared_list: tuple[str, ...]
+    actions_sorted: tuple[str, ...]
+    requalification: dt.timedelta
+    next_review: dt.date
+    next_review_text: str
+    abort_window: dt.timedelta
+    approval_timeout: dt.timedelta
 
-    def check(self, name: str, observed: Any, operator: str, threshold: Any, holds: bool) -> bool:  # noqa: FBT001
-        self.conditions.append(
-            {
-                "rule": self.name,
-                "name": name,
-                "observed": observed,
-                "operator": operator,
-                "threshold": threshold,
-                "holds": holds,
-            }
+    @classmethod
+    def of(cls, policy: Policy) -> _Plan:
+        autonomous = policy.thresholds.autonomous
+        return cls(
+            policy=policy,
+            version=policy.version,
+            digest=policy.digest,
+            trusted=frozenset(policy.trusted_ai_systems),
+            trusted_list=policy.trusted_ai_systems,
+            shared=frozenset(policy.shared_infrastructure),
+            shared_list=policy.shared_infrastructure,
+            actions_sorted=tuple(sorted(autonomous.actions)),
+            requalification=dt.timedelta(days=autonomous.requalification_days),
+            next_review=policy.policy.next_review,
+            next_review_text=policy.policy.next_review.isoformat(),
+            abort_window=dt.timedelta(seconds=policy.abort_window_seconds),
+            approval_timeout=dt.timedelta(seconds=policy.approval.timeout_seconds),
         )
-        return holds
 
 
-def _lt(value: float | None, threshold: float) -> bool:
-    return value is not None and value < threshold
+# Keyed by ``id(policy)``; each plan holds its policy, so an id cannot be reused while
+# its entry lives, and ``plan.policy is policy`` tells a hit from a stale id. A
+# handful of policies are live at a time (the current one, a replay's), so clearing
+# beyond a small bound costs nothing and keeps the cache from growing.
+_PLANS: dict[int, _Plan] = {}
+_MAX_PLANS = 16
 
 
-def _gt(value: float | None, threshold: float) -> bool:
-    return value is not None and value > threshold
+def _plan_for(policy: Policy) -> _Plan:
+    plan = _PLANS.get(id(policy))
+    if plan is None or plan.policy is not policy:
+        plan = _Plan.of(policy)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[id(policy)] = plan
+    return plan
 
 
-def evaluate(proposal: Proposal, context: Context, policy: Policy) -> Decision:  # noqa: PLR0914
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+_new_model = Decision.__new__
+_set = object.__setattr__
+
+
+def _new_decision(values: dict[str, Any]) -> Decision:
+    """``Decision.model_construct(**values)`` without its per-field loop.
+
+    ``values`` names every field (a unit test holds it to that). Same attributes as
+    ``model_construct`` sets; ``evaluate`` built the values from validated inputs.
+    """
+    decision = _new_model(Decision)
+    _set(decision, "__dict__", values)
+    _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))
+    _set(decision, "__pydantic_extra__", None)
+    _set(decision, "__pydantic_private__", None)
+    return decision
+
+
+def _authorised_rows(
+    authorisation: ActionAuthorisation, target_kind: str, environment: str, parameters: Any
+) -> list[Row]:
+    """The Level 4 constraint of one authorised action type, as condition rows."""
+    rows: list[Row] = []
+    kinds = authorisation.target_kinds
+    if kinds is not None:
+        rows.append((R4, "target_kind", target_kind, "in", list(kinds), target_kind in kinds))
+    excluded = authorisation.excluded_environments
+    if excluded:
+        rows.append(
+            (
+                R4,
+                "target_environment",
+                environment,
+                "not in",
+                list(excluded),
+                environment not in excluded,
+            )
+        )
+    for parameter, limit in authorisation.max_parameters.items():
+        value = parameters.get(parameter)
+        # A bound is on a magnitude: a negative ``replicas_delta`` is a scale-down,
+        # not a small scale-up, and must not ride on the scale-up authorisation.
+        within = (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= limit
+        )
+        rows.append((R4, f"parameters.{parameter}", value, "in", [0, limit], within))
+    return rows
+
+
+def evaluate(proposal: Proposal, context: Context, policy: Policy) -> Decision:
     """Decide the automation level of ``proposal`` under ``policy`` given ``context``."""
+    plan = _plan_for(policy)
     t = policy.thresholds
+    a, s, au, c = t.assist, t.supervised, t.autonomous, t.conditional
     action = proposal.action
     target = action.target
     blast = proposal.blast_radius
@@ -80,175 +175,114 @@ def evaluate(proposal: Proposal, context: Context, policy: Policy) -> Decision: 
     confidence = proposal.confidence.composite
     budget = context.error_budget_remaining
     fp_rate = context.ai_false_positive_rate_7d
-    ratio = round(history.successes / seen, 6) if seen > 0 else None
-    conditions: list[Condition] = []
+    # The verdict uses the exact ratio; the record shows it rounded for people.
+    ratio = history.successes / seen if seen > 0 else None
+    shown_ratio = round(ratio, 6) if ratio is not None else None
+    ai_system = proposal.source.ai_system
+    service = target.service
 
     # Rule 1: Level 0 for an AI system the policy does not trust.
-    r0 = _Rule("level0_untrusted", conditions)
-    untrusted = r0.check(
-        "ai_system_untrusted",
-        proposal.source.ai_system,
-        "not in",
-        list(policy.trusted_ai_systems),
-        proposal.source.ai_system not in policy.trusted_ai_systems,
-    )
+    untrusted = ai_system not in plan.trusted
 
-    # Rule 2: Level 1 (assist only) when ANY holds. ``_lt``/``_gt`` leave unknown
-    # values to rule 4, which demands a human for them.
-    a = t.assist
-    r1 = _Rule("level1_assist", conditions)
-    assist = [
-        r1.check(
-            "composite_confidence", confidence, "<", a.min_confidence, confidence < a.min_confidence
-        ),
-        r1.check(
-            "ai_false_positive_rate_7d",
-            fp_rate,
-            ">",
-            a.max_false_positive_rate,
-            _gt(fp_rate, a.max_false_positive_rate),
-        ),
-        r1.check("novelty", seen, "==", 0, seen == 0),
-        r1.check(
-            "error_budget_remaining", budget, "<", a.min_error_budget, _lt(budget, a.min_error_budget)
-        ),
-        r1.check("frozen", context.frozen, "==", True, context.frozen),
-    ]
+    # Rule 2: Level 1 (assist only) when ANY holds. Unknown values are left to rule
+    # 4, which demands a human for them.
+    assist_confidence = confidence < a.min_confidence
+    assist_fp = fp_rate is not None and fp_rate > a.max_false_positive_rate
+    novel = seen == 0
+    assist_budget = budget is not None and budget < a.min_error_budget
+    frozen = context.frozen
+    assist = assist_confidence or assist_fp or novel or assist_budget or frozen
 
     # Rule 3: the regulatory boundary, from the proposal or the policy's lists.
-    frameworks = sorted(
-        set(proposal.regulated) | set(policy.regulated_frameworks(target.service, target.namespace))
+    from_policy = policy.regulated_frameworks(service, target.namespace)
+    frameworks = (
+        sorted({*proposal.regulated, *from_policy}) if from_policy or proposal.regulated else []
     )
-    regulated = _Rule("regulatory", conditions).check(
-        "regulated_frameworks", frameworks, "non-empty", [], bool(frameworks)
-    )
+    regulated = bool(frameworks)
 
     # Rule 4: Level 2 when ANY holds.
-    s = t.supervised
-    r2 = _Rule("level2_supervised", conditions)
-    low_confidence = r2.check(
-        "composite_confidence", confidence, "<", s.min_confidence, confidence < s.min_confidence
+    low_confidence = confidence < s.min_confidence
+    wide_replicas = blast.replica_fraction > s.max_replica_fraction
+    many_services = blast.services > s.max_services
+    many_namespaces = blast.namespaces > s.max_namespaces
+    wide_traffic = blast.traffic_fraction > s.max_traffic_fraction
+    irreversible = s.require_reversible and not action.reversible
+    slow_rollback = action.rollback_seconds > s.max_rollback_seconds
+    blast_radius = (
+        wide_replicas
+        or many_services
+        or many_namespaces
+        or wide_traffic
+        or irreversible
+        or slow_rollback
     )
-    blast_radius = [
-        r2.check(
-            "replica_fraction",
-            blast.replica_fraction,
-            ">",
-            s.max_replica_fraction,
-            blast.replica_fraction > s.max_replica_fraction,
-        ),
-        r2.check("services", blast.services, ">", s.max_services, blast.services > s.max_services),
-        r2.check(
-            "namespaces",
-            blast.namespaces,
-            ">",
-            s.max_namespaces,
-            blast.namespaces > s.max_namespaces,
-        ),
-        r2.check(
-            "traffic_fraction",
-            blast.traffic_fraction,
-            ">",
-            s.max_traffic_fraction,
-            blast.traffic_fraction > s.max_traffic_fraction,
-        ),
-        r2.check(
-            "reversible",
-            action.reversible,
-            "==",
-            False,
-            s.require_reversible and not action.reversible,
-        ),
-        r2.check(
-            "rollback_seconds",
-            action.rollback_seconds,
-            ">",
-            s.max_rollback_seconds,
-            action.rollback_seconds > s.max_rollback_seconds,
-        ),
-    ]
-    supervised = [
-        low_confidence,
-        *blast_radius,
-        r2.check("history_seen", seen, "<", s.min_seen, seen < s.min_seen),
-        r2.check(
-            "error_budget_degraded",
-            budget,
-            "in",
-            [a.min_error_budget, s.degraded_error_budget],
-            budget is not None and a.min_error_budget <= budget <= s.degraded_error_budget,
-        ),
-        r2.check("error_budget_unknown", budget, "is", None, budget is None),
-        r2.check("ai_false_positive_rate_unknown", fp_rate, "is", None, fp_rate is None),
-        r2.check(
-            "shared_infrastructure",
-            target.service,
-            "in",
-            list(policy.shared_infrastructure),
-            target.service in policy.shared_infrastructure,
-        ),
-    ]
+    few_seen = seen < s.min_seen
+    degraded = budget is not None and a.min_error_budget <= budget <= s.degraded_error_budget
+    budget_unknown = budget is None
+    fp_unknown = fp_rate is None
+    shared = service in plan.shared
+    supervised = (
+        low_confidence
+        or blast_radius
+        or few_seen
+        or degraded
+        or budget_unknown
+        or fp_unknown
+        or shared
+    )
 
     # Rule 5: Level 4 when ALL hold.
-    au = t.autonomous
-    r4 = _Rule("level4_autonomous", conditions)
     authorisation = au.actions.get(action.type)
-    autonomous = [
-        r4.check("history_seen", seen, ">=", au.min_seen, seen >= au.min_seen),
-        r4.check(
-            "outcome_consistency", ratio, ">=", au.consistency, ratio is not None and ratio >= au.consistency
+    requalified_at = context.requalified_at
+    if requalified_at is None:
+        age_days, fresh = None, False
+    else:
+        age = context.now - requalified_at
+        age_days = round(age.total_seconds() / _DAY_SECONDS, 6)
+        fresh = _ZERO <= age <= plan.requalification
+    autonomous_rows: list[Row] = [
+        (R4, "history_seen", seen, ">=", au.min_seen, seen >= au.min_seen),
+        (
+            R4,
+            "outcome_consistency",
+            shown_ratio,
+            ">=",
+            au.consistency,
+            ratio is not None and ratio >= au.consistency,
         ),
-        r4.check(
-            "composite_confidence", confidence, ">=", au.min_confidence, confidence >= au.min_confidence
+        (
+            R4,
+            "composite_confidence",
+            confidence,
+            ">=",
+            au.min_confidence,
+            confidence >= au.min_confidence,
         ),
-        r4.check(
-            "idempotent", action.idempotent, "==", True, action.idempotent or not au.require_idempotent
+        (
+            R4,
+            "idempotent",
+            action.idempotent,
+            "==",
+            True,
+            action.idempotent or not au.require_idempotent,
         ),
-        r4.check(
-            "action_authorised", action.type, "in", sorted(au.actions), authorisation is not None
+        (
+            R4,
+            "action_authorised",
+            action.type,
+            "in",
+            list(plan.actions_sorted),
+            authorisation is not None,
         ),
     ]
     if authorisation is not None:
-        if authorisation.target_kinds is not None:
-            autonomous.append(
-                r4.check(
-                    "target_kind",
-                    target.kind,
-                    "in",
-                    list(authorisation.target_kinds),
-                    target.kind in authorisation.target_kinds,
-                )
-            )
-        if authorisation.excluded_environments:
-            autonomous.append(
-                r4.check(
-                    "target_environment",
-                    target.environment,
-                    "not in",
-                    list(authorisation.excluded_environments),
-                    target.environment not in authorisation.excluded_environments,
-                )
-            )
-        for parameter, limit in authorisation.max_parameters.items():
-            value = action.parameters.get(parameter)
-            within = (
-                isinstance(value, int | float) and not isinstance(value, bool) and value <= limit
-            )
-            autonomous.append(
-                r4.check(f"parameters.{parameter}", value, "<=", limit, within)
-            )
-    age_days: float | None = None
-    if context.requalified_at is not None:
-        age_days = round((context.now - context.requalified_at).total_seconds() / _DAY, 3)
-    autonomous += [
-        r4.check(
-            "requalified_days_ago",
-            age_days,
-            "<=",
-            au.requalification_days,
-            age_days is not None and 0 <= age_days <= au.requalification_days,
-        ),
-        r4.check(
+        autonomous_rows += _authorised_rows(
+            authorisation, target.kind, target.environment, action.parameters
+        )
+    autonomous_rows += [
+        (R4, "requalified_days_ago", age_days, "<=", au.requalification_days, fresh),
+        (
+            R4,
             "requalification_revoked",
             context.requalification_revoked,
             "==",
@@ -256,99 +290,146 @@ def evaluate(proposal: Proposal, context: Context, policy: Policy) -> Decision: 
             not context.requalification_revoked,
         ),
     ]
+    autonomous = all(row[5] for row in autonomous_rows)
 
     # Rule 6: Level 3 when ALL hold.
-    c = t.conditional
-    r3 = _Rule("level3_conditional", conditions)
-    conditional = [
-        r3.check("history_seen", seen, ">=", c.min_seen, seen >= c.min_seen),
-        r3.check(
-            "outcome_consistency", ratio, ">=", c.consistency, ratio is not None and ratio >= c.consistency
-        ),
-    ]
+    conditional_seen = seen >= c.min_seen
+    conditional_consistent = ratio is not None and ratio >= c.consistency
 
     if untrusted:
-        level, rule = 0, "level0_untrusted"
-    elif any(assist):
-        level, rule = 1, "level1_assist"
+        level, rule = 0, R0
+    elif assist:
+        level, rule = 1, R1
     elif regulated:
-        level, rule = 2, "regulatory"
-    elif any(supervised):
-        level, rule = 2, "level2_supervised"
-    elif all(autonomous):
-        level, rule = 4, "level4_autonomous"
-    elif all(conditional):
-        level, rule = 3, "level3_conditional"
+        level, rule = 2, RG
+    elif supervised:
+        level, rule = 2, R2
+    elif autonomous:
+        level, rule = 4, R4
+    elif conditional_seen and conditional_consistent:
+        level, rule = 3, R3
     else:
         level, rule = 2, "default_supervised"
 
     # Rule 8: the velocity guard (checked for every decision, applied to 3 and 4).
     v = policy.velocity
-    rv = _Rule("velocity_guard", conditions)
-    too_fast = [
-        rv.check(
-            "recent_autonomous_service",
-            context.recent_autonomous.service,
-            ">=",
-            v.max_per_service,
-            context.recent_autonomous.service >= v.max_per_service,
-        ),
-        rv.check(
-            "recent_autonomous_fleet",
-            context.recent_autonomous.fleet,
-            ">=",
-            v.max_fleet,
-            context.recent_autonomous.fleet >= v.max_fleet,
-        ),
-    ]
-    if level >= 3 and any(too_fast):
-        level, rule = 2, "velocity_guard"
+    recent = context.recent_autonomous
+    too_fast_service = recent.service >= v.max_per_service
+    too_fast_fleet = recent.fleet >= v.max_fleet
+    if level >= 3 and (too_fast_service or too_fast_fleet):
+        level, rule = 2, RV
 
     # A policy past its review date has lost its authority for autonomy.
-    today = context.now.astimezone(dt.UTC).date()
-    overdue = _Rule("policy_review", conditions).check(
-        "review_overdue",
-        today.isoformat(),
-        ">",
-        policy.policy.next_review.isoformat(),
-        today > policy.policy.next_review,
-    )
+    now = context.now
+    today = now.astimezone(dt.UTC).date()
+    overdue = today > plan.next_review
     if level >= 3 and overdue:
         level, rule = 2, "policy_review_overdue"
+
+    rows: list[Row] = [
+        (R0, "ai_system_untrusted", ai_system, "not in", list(plan.trusted_list), untrusted),
+        (R1, "composite_confidence", confidence, "<", a.min_confidence, assist_confidence),
+        (R1, "ai_false_positive_rate_7d", fp_rate, ">", a.max_false_positive_rate, assist_fp),
+        (R1, "novelty", seen, "==", 0, novel),
+        (R1, "error_budget_remaining", budget, "<", a.min_error_budget, assist_budget),
+        (R1, "frozen", frozen, "==", True, frozen),
+        (RG, "regulated_frameworks", frameworks, "non-empty", [], regulated),
+        (R2, "composite_confidence", confidence, "<", s.min_confidence, low_confidence),
+        (
+            R2,
+            "replica_fraction",
+            blast.replica_fraction,
+            ">",
+            s.max_replica_fraction,
+            wide_replicas,
+        ),
+        (R2, "services", blast.services, ">", s.max_services, many_services),
+        (R2, "namespaces", blast.namespaces, ">", s.max_namespaces, many_namespaces),
+        (
+            R2,
+            "traffic_fraction",
+            blast.traffic_fraction,
+            ">",
+            s.max_traffic_fraction,
+            wide_traffic,
+        ),
+        (R2, "reversible", action.reversible, "==", False, irreversible),
+        (
+            R2,
+            "rollback_seconds",
+            action.rollback_seconds,
+            ">",
+            s.max_rollback_seconds,
+            slow_rollback,
+        ),
+        (R2, "history_seen", seen, "<", s.min_seen, few_seen),
+        (
+            R2,
+            "error_budget_degraded",
+            budget,
+            "in",
+            [a.min_error_budget, s.degraded_error_budget],
+            degraded,
+        ),
+        (R2, "error_budget_unknown", budget, "is", None, budget_unknown),
+        (R2, "ai_false_positive_rate_unknown", fp_rate, "is", None, fp_unknown),
+        (R2, "shared_infrastructure", service, "in", list(plan.shared_list), shared),
+        *autonomous_rows,
+        (R3, "history_seen", seen, ">=", c.min_seen, conditional_seen),
+        (R3, "outcome_consistency", shown_ratio, ">=", c.consistency, conditional_consistent),
+        (
+            RV,
+            "recent_autonomous_service",
+            recent.service,
+            ">=",
+            v.max_per_service,
+            too_fast_service,
+        ),
+        (RV, "recent_autonomous_fleet", recent.fleet, ">=", v.max_fleet, too_fast_fleet),
+        (RR, "review_overdue", today.isoformat(), ">", plan.next_review_text, overdue),
+    ]
+    conditions: list[Condition] = [
+        {
+            "rule": rule_name,
+            "name": name,
+            "observed": observed,
+            "operator": operator,
+            "threshold": threshold,
+            "holds": holds,
+        }
+        for rule_name, name, observed, operator, threshold, holds in rows
+    ]
 
     triggers: list[Trigger] = []
     if low_confidence:
         triggers.append("confidence")
-    if any(blast_radius):
+    if blast_radius:
         triggers.append("blast_radius")
-    if seen == 0:
+    if novel:
         triggers.append("novelty")
     if regulated:
         triggers.append("regulatory")
 
-    now = context.now
     return _new_decision(
-        type="decision",
-        schema_version=1,
-        decision_id=decision_id_for(proposal),
-        proposal_id=proposal.proposal_id,
-        level=level,
-        level_name=LEVEL_NAMES[level],
-        route=ROUTES[level],
-        deciding_rule=rule,
-        triggers=tuple(triggers),
-        change_record_required=level == 2 and regulated,
-        conditions=tuple(conditions),
-        policy_version=policy.version,
-        policy_digest=policy.digest,
-        decided_at=now,
-        abort_window_ends_at=(
-            now + dt.timedelta(seconds=policy.abort_window_seconds) if level == 3 else None
-        ),
-        approval_timeout_at=(
-            now + dt.timedelta(seconds=policy.approval.timeout_seconds) if level == 2 else None
-        ),
-        notify_humans=level != 4,
-        proposal=proposal,
-        context=context,
+        {
+            "type": "decision",
+            "schema_version": 1,
+            "decision_id": decision_id_for(proposal),
+            "proposal_id": proposal.proposal_id,
+            "level": level,
+            "level_name": LEVEL_NAMES[level],
+            "route": ROUTES[level],
+            "deciding_rule": rule,
+            "triggers": tuple(triggers),
+            "change_record_required": level == 2 and regulated,
+            "conditions": tuple(conditions),
+            "policy_version": plan.version,
+            "policy_digest": plan.digest,
+            "decided_at": now,
+            "abort_window_ends_at": now + plan.abort_window if level == 3 else None,
+            "approval_timeout_at": now + plan.approval_timeout if level == 2 else None,
+            "notify_humans": level != 4,
+            "proposal": proposal,
+            "context": context,
+        }
     )

@@ -1,11 +1,17 @@
+# Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
 """Parse a policy document; every problem names the source, line and field.
 
 Pure: takes the document's text, never opens files (the CLI and worker read them).
+A document may arrive on ``control`` (a policy reload), so nothing here may take
+time or memory exponential in its size: YAML aliases share nodes, and a few lines of
+nested aliases describe a billion-element value. The line index visits each node
+once, and values are shown through ``reprlib``, which stops after a few items.
 """
 
 from __future__ import annotations
 
 import hashlib
+import reprlib
 from typing import Any
 
 import yaml
@@ -30,11 +36,15 @@ class _Lines:
     def __init__(self, root: yaml.Node | None) -> None:
         self.lines: dict[Path_, int] = {}
         self.duplicates: list[tuple[Path_, int]] = []
+        self._visited: set[int] = set()
         if root is not None:
             self._walk(root, ())
 
     def _walk(self, node: yaml.Node, path: Path_) -> None:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self._visited:  # an alias: its lines were recorded where it was defined
+            return
+        self._visited.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key_node, value_node in node.value:
@@ -56,8 +66,12 @@ class _Lines:
         return 1
 
 
+_repr = reprlib.Repr()  # keyword arguments arrived in 3.12
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 50, 50
+
+
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = _repr.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -66,7 +80,7 @@ def _contradictions(policy: Policy) -> list[tuple[Path_, str]]:
     t = policy.thresholds
     problems: list[tuple[Path_, str]] = []
 
-    def check(ok: bool, path: Path_, message: str) -> None:  # noqa: FBT001
+    def check(ok: bool, path: Path_, message: str) -> None:
         if not ok:
             problems.append((path, message))
 

@@ -1,3 +1,4 @@
+# Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
 """The escalation policy as a validated governance document (SPEC section 5)."""
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ActionAuthorisation(PolicyModel):
     description: StrictStr = ""
     target_kinds: tuple[Name, ...] | None = None
     excluded_environments: tuple[Name, ...] = ()
-    max_parameters: dict[Name, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+    max_parameters: dict[Name, Annotated[float, Field(allow_inf_nan=False, strict=True)]] = Field(
         default_factory=dict
     )
 

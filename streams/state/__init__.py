@@ -14,8 +14,8 @@ from streams.state.reducers import (
     apply_verdict,
     build_context,
     history_key,
-    record_autonomous,
     recent_autonomous,
+    record_autonomous,
 )
 
 __all__ = [
@@ -28,6 +28,6 @@ __all__ = [
     "apply_verdict",
     "build_context",
     "history_key",
-    "record_autonomous",
     "recent_autonomous",
+    "record_autonomous",
 ]

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams.models.context import Context, History, RecentAutonomous
-from streams.models.proposal import Proposal
 
 FP_WINDOW_SECONDS = 7 * 86_400
 _BUCKET_SECONDS = 3_600  # FP verdicts are kept in hourly buckets: at most 168 per AI system
@@ -126,8 +125,7 @@ def _instant(epoch: Any) -> dt.datetime | None:
         return None
 
 
-def build_context(  # noqa: PLR0913
-    proposal: Proposal,
+def build_context(
     *,
     now: dt.datetime,
     decision_id: str,

@@ -19,20 +19,25 @@ import base64
 import datetime as dt
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import faust
+import orjson
 from pydantic import BaseModel
 
 from streams.audit.chain import ChainHead, seal
 from streams.errors import InputError, PolicyError
 from streams.metrics import Metrics
 from streams.models import (
+    ApprovalResponse,
+    AuditKind,
     ControlCommand,
     DeadLetter,
     Decision,
     ErrorBudgetUpdate,
+    ExecuteCommand,
     HistoryRecord,
+    OncallEscalation,
     Outcome,
     Proposal,
     decode,
@@ -41,7 +46,8 @@ from streams.models import (
 from streams.models.codec import canonical_json
 from streams.policy import Policy, evaluate, parse_policy
 from streams.settings import Settings
-from streams.state import reducers
+from streams.signing import signature_ok
+from streams.state import lifecycle, reducers
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,11 @@ class Gate:
         self.t_audit = self.app.topic(topic("audit"), **raw)
         self.t_dlq = self.app.topic(topic("dlq"), **raw)
         self.t_oncall = self.app.topic(topic("oncall"), **raw)
+        self.t_approvals = self.app.topic(topic("approvals"), **raw)
+        self.t_lifecycle = self.app.topic(topic("lifecycle"), internal=True, **raw)
+        # Answers and the decisions they answer, both keyed by decision id: one agent,
+        # co-partitioned, so the pending entry and its answers meet on one worker.
+        self.t_answers = self.app.topic(topic("lifecycle"), topic("approvals"), **raw)
         self.routes = {
             route: self.app.topic(topic(f"decisions.{route}"), **raw)
             for route in ("execute", "approve", "assist", "manual")
@@ -105,6 +116,8 @@ class Gate:
         table_args: dict[str, Any] = {"key_type": str, "partitions": settings.partitions}
         self.tables = {name: self.app.Table(name, **table_args) for name in STATE_TABLES}
         self.audit_heads = self.app.Table("audit-heads", **table_args)
+        self.pending = self.app.Table("pending", **table_args)
+        self._ticked: dict[str, float] = {}
 
         from streams.topology.mirror import Mirror  # noqa: PLC0415
 
@@ -120,6 +133,8 @@ class Gate:
         self.app.agent(self.t_budgets, name="error-budgets")(self._budgets)
         self.app.agent(self.t_control, name="control")(self._control)
         self.app.agent(self.t_state, name="state")(self._state)
+        self.app.agent(self.t_answers, name="lifecycle")(self._lifecycle)
+        self.app.timer(settings.tick_seconds)(self._tick)
         self.app.task(self._start_mirror)
         self._policy_gauges()
 
@@ -157,7 +172,7 @@ class Gate:
     def audit(
         self,
         partition: int,
-        kind: str,
+        kind: AuditKind,
         *,
         event_id: str,
         at: dt.datetime,
@@ -196,7 +211,7 @@ class Gate:
     def dead_letter(self, event: Any, error: InputError | Exception, logical_topic: str) -> None:
         """Send the original bytes and the reason to ``dlq``; audit it; count it."""
         message = event.message
-        reason = error.kind if isinstance(error, InputError) else "processing"
+        reason: Any = error.kind if isinstance(error, InputError) else "processing"
         value: bytes = message.value if isinstance(message.value, bytes) else b""
         letter = DeadLetter.model_construct(
             schema_version=1,
@@ -232,9 +247,7 @@ class Gate:
         value = event.message.value
         self.metrics.messages.labels(logical_topic).inc()
         try:
-            if not isinstance(value, bytes):
-                raise InputError("(message)", "empty message", kind="schema")
-            return decode(model, value, max_bytes=self.settings.max_message_bytes)
+            return decode(model, value or b"", max_bytes=self.settings.max_message_bytes)
         except InputError as exc:
             self.dead_letter(event, exc, logical_topic)
             return None
@@ -270,7 +283,6 @@ class Gate:
         mirror = self.mirror
         hkey = reducers.history_key(proposal.pattern, proposal.action.type)
         context = reducers.build_context(
-            proposal,
             now=now,
             decision_id=decision_id,
             history=mirror.get("history", hkey),
@@ -304,6 +316,10 @@ class Gate:
         )
         body = encode(decision)
         self.routes[decision.route].send_soon(key=service.encode(), value=body)
+        if decision.level in (2, 3):
+            self.t_lifecycle.send_soon(
+                key=decision_id.encode(), value=b'{"type":"open","decision":' + body + b"}"
+            )
         if decision.level >= 3:
             value = reducers.record_autonomous(
                 self.tables["velocity"].get(service),
@@ -346,6 +362,21 @@ class Gate:
             {"op": "verdict", "false_positive": outcome.not_needed, "at": outcome.at.timestamp()},
         )
         autonomous = outcome.level >= 3
+        if outcome.verification == "failed":
+            self.page_oncall(
+                event.message.partition,
+                reason="verification_failed",
+                escalation_id=f"{outcome.decision_id}:verification",
+                decision_id=outcome.decision_id,
+                proposal_id=outcome.proposal_id,
+                service=outcome.service,
+                pattern=outcome.pattern,
+                action_type=outcome.action_type,
+                summary=f"verification failed after {outcome.action_type} on {outcome.service}",
+                asked=(),
+                number=1,
+                at=outcome.at,
+            )
         if autonomous and not outcome.successful:
             self.send_state(
                 "requalification",
@@ -395,7 +426,7 @@ class Gate:
     def on_control(self, event: Any, command: ControlCommand) -> None:
         """Freeze, unfreeze, re-qualify, revoke, or reload the policy."""
         at = command.at.timestamp()
-        kind: str = command.command
+        kind: AuditKind = "freeze" if command.command == "freeze" else "unfreeze"
         data: dict[str, Any] = {"command": command.model_dump(mode="json", exclude={"policy_yaml"})}
         if command.command in {"freeze", "unfreeze"}:
             self.send_state(
@@ -411,7 +442,9 @@ class Gate:
                 reducers.history_key(command.pattern, command.action_type),
                 {"op": command.command, "user": command.user, "at": at, "reason": command.reason},
             )
-            kind = "requalification" if command.command == "requalify" else "requalification_revoked"
+            kind = (
+                "requalification" if command.command == "requalify" else "requalification_revoked"
+            )
         else:
             text = command.policy_yaml or ""
             try:
@@ -469,6 +502,232 @@ class Gate:
             return
         self.tables[table][key] = new
         self.mirror.put(table, key, new)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def page_oncall(
+        self,
+        partition: int,
+        *,
+        reason: Literal["approval_timeout", "verification_failed"],
+        escalation_id: str,
+        decision_id: str,
+        proposal_id: str,
+        service: str,
+        pattern: str,
+        action_type: str,
+        summary: str,
+        asked: tuple[str, ...],
+        number: int,
+        at: dt.datetime,
+    ) -> None:
+        """Send an escalation to ``oncall`` and audit it."""
+        page = OncallEscalation.model_construct(
+            schema_version=1,
+            escalation_id=escalation_id,
+            decision_id=decision_id,
+            proposal_id=proposal_id,
+            reason=reason,
+            escalation_number=number,
+            asked=asked,
+            service=service,
+            pattern=pattern,
+            action_type=action_type,
+            summary=summary[:4096],
+            at=at,
+        )
+        self.t_oncall.send_soon(key=service.encode(), value=encode(page))
+        self.metrics.oncall.labels(reason).inc()
+        self.audit(
+            partition,
+            "timeout_escalation" if reason == "approval_timeout" else "verification_failed",
+            event_id=escalation_id,
+            at=at,
+            actor="escalation-gate",
+            proposal_id=proposal_id,
+            decision_id=decision_id,
+            data={"escalation": page.model_dump(mode="json")},
+            fields={"service": service, "pattern": pattern, "reason": reason},
+        )
+
+    async def _lifecycle(self, stream: Any) -> None:
+        approvals_topic = self.settings.topic("approvals")
+        async for event in stream.events():
+            try:
+                if event.message.topic == approvals_topic:
+                    answer = self.decode_or_dlq(event, ApprovalResponse, "approvals")
+                    if answer is not None:
+                        self.on_answer(event, answer)
+                else:
+                    self.on_lifecycle(event)
+            except Exception as exc:
+                log.exception("lifecycle message failed")
+                self.dead_letter(event, exc, "lifecycle")
+
+    def on_lifecycle(self, event: Any, *, now: dt.datetime | None = None) -> None:
+        """An internal ``open`` (a new L2/L3 decision) or ``tick`` (a timer fired)."""
+        from streams.models.codec import parse_json  # noqa: PLC0415
+
+        message = parse_json(event.message.value)
+        partition = event.message.partition
+        if message.get("type") == "open":
+            decision = Decision.model_validate(message["decision"])
+            if decision.decision_id not in self.pending:  # a redelivery keeps the first
+                self.pending[decision.decision_id] = lifecycle.open_entry(decision, self.policy)
+                if decision.level == 2:
+                    self.audit(
+                        partition,
+                        "approval_requested",
+                        event_id=f"{decision.decision_id}:approval_requested",
+                        at=decision.decided_at,
+                        actor="escalation-gate",
+                        proposal_id=decision.proposal_id,
+                        decision_id=decision.decision_id,
+                        data={
+                            "asked": list(self.policy.approval.approvers),
+                            "timeout_at": decision.approval_timeout_at.isoformat()
+                            if decision.approval_timeout_at
+                            else None,
+                            "change_record_required": decision.change_record_required,
+                        },
+                        fields={"service": decision.proposal.action.target.service},
+                    )
+            return
+        if message.get("type") == "tick":
+            decision_id = str(message["decision_id"])
+            at = now or _utc(event.message.timestamp)
+            entry = self.pending.get(decision_id)
+            escalated = lifecycle.due_escalation(entry, at)
+            if escalated is None or entry is None:
+                return
+            self.pending[decision_id] = escalated
+            self.page_oncall(
+                partition,
+                reason="approval_timeout",
+                escalation_id=f"{decision_id}:timeout:{escalated['escalations']}",
+                decision_id=decision_id,
+                proposal_id=entry["proposal_id"],
+                service=entry["service"],
+                pattern=entry["pattern"],
+                action_type=entry["action_type"],
+                summary=f"no answer to approval of {entry['action_type']} on {entry['service']}"
+                f" ({entry['summary']})",
+                asked=tuple(entry.get("asked", ())),
+                number=int(escalated["escalations"]),
+                at=at,
+            )
+
+    def on_answer(self, event: Any, answer: ApprovalResponse) -> None:
+        """A human's approve / reject / abort: judge it, store, send, audit."""
+        now = _utc(event.message.timestamp)
+        entry = self.pending.get(answer.decision_id)
+        verdict = lifecycle.judge_answer(
+            entry,
+            answer,
+            policy=self.policy,
+            now=now,
+            signature_valid=signature_ok(answer, self.settings.approval_secret.get_secret_value()),
+        )
+        partition = event.message.partition
+        if verdict.entry is not None:
+            self.pending[answer.decision_id] = verdict.entry
+        base = {
+            "kind": answer.kind,
+            "user": answer.user,
+            "channel": answer.channel,
+            "change_record": answer.change_record,
+            "nonce": answer.nonce,
+        }
+        if not verdict.accepted:
+            self.metrics.answers_refused.labels(verdict.reason).inc()
+            self.audit(
+                partition,
+                "answer_refused",
+                event_id=f"{answer.decision_id}:refused:{answer.nonce}:{event.message.offset}",
+                at=now,
+                actor=answer.user,
+                decision_id=answer.decision_id,
+                proposal_id=entry["proposal_id"] if entry else None,
+                data={**base, "reason": verdict.reason},
+                fields={"reason": verdict.reason, "kind": answer.kind},
+            )
+            return
+        assert verdict.entry is not None  # noqa: S101 - accepted answers carry the entry
+        new = verdict.entry
+        self.metrics.answers_accepted.labels(answer.kind).inc()
+        kinds: dict[str, AuditKind] = {
+            "approve": "approval_accepted",
+            "reject": "rejection",
+            "abort": "abort",
+        }
+        kind = kinds[answer.kind]
+        self.audit(
+            partition,
+            kind,
+            event_id=f"{answer.decision_id}:{answer.kind}",
+            at=now,
+            actor=answer.user,
+            decision_id=answer.decision_id,
+            proposal_id=new["proposal_id"],
+            data={**base, "false_positive": answer.false_positive, "reason": answer.reason},
+            fields={"service": new["service"], "pattern": new["pattern"], "kind": answer.kind},
+        )
+        if verdict.false_positive:
+            self.send_state(
+                "verdicts",
+                new["ai_system"],
+                {"op": "verdict", "false_positive": True, "at": now.timestamp()},
+            )
+        for command in verdict.commands:
+            self.send_command(partition, command, new, answer, now)
+
+    def send_command(
+        self, partition: int, command: str, entry: dict[str, Any], answer: Any, now: dt.datetime
+    ) -> None:
+        """An execute (after approval) or abort command on ``decisions.execute``."""
+        body = ExecuteCommand(
+            type=command,
+            command_id=f"{entry['decision_id']}:{command}",
+            decision_id=entry["decision_id"],
+            proposal_id=entry["proposal_id"],
+            level=entry["level"],
+            by=answer.user,
+            change_record=answer.change_record,
+            issued_at=now,
+            service=entry["service"],
+            pattern=entry["pattern"],
+            action_type=entry["action_type"],
+        )
+        self.routes["execute"].send_soon(key=entry["service"].encode(), value=encode(body))
+        self.audit(
+            partition,
+            "execute_command",
+            event_id=f"{entry['decision_id']}:{command}_command",
+            at=now,
+            actor=answer.user,
+            decision_id=entry["decision_id"],
+            proposal_id=entry["proposal_id"],
+            data={"command": command, "by": answer.user, "change_record": answer.change_record},
+            fields={"service": entry["service"], "command": command},
+        )
+
+    async def _tick(self) -> None:
+        """Find approvals whose timeout passed and hand each to the lifecycle agent.
+
+        A timer has no source event, so it cannot write tables itself; it sends a
+        ``tick`` keyed by the decision id and the agent re-checks and escalates.
+        Pending entries live in a changelogged table, so a restarted worker resumes.
+        """
+        now = time.time()
+        for decision_id, entry in list(self.pending.items()):
+            if lifecycle.is_due(entry, now) and now - self._ticked.get(decision_id, 0.0) > 2.0:
+                self._ticked[decision_id] = now
+                await self.t_lifecycle.send(
+                    key=decision_id.encode(),
+                    value=orjson.dumps({"type": "tick", "decision_id": decision_id}),
+                )
+        if len(self._ticked) > 10_000:
+            self._ticked.clear()
 
     # ------------------------------------------------------------------ seeding
 

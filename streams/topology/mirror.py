@@ -18,6 +18,7 @@ with state missing, only ever more conservative).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -73,10 +74,8 @@ class Mirror:
         """Stop tailing and close the consumer."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down
-                pass
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         # The changelog topics are created by the worker at start; wait for them.
@@ -149,6 +148,8 @@ class Mirror:
             name = str(orjson.loads(key))
             decoded = orjson.loads(value) if value else None
         except orjson.JSONDecodeError:
-            log.warning("state mirror: unreadable value for %s[%s]; treating as absent", table, name)
+            log.warning(
+                "state mirror: unreadable value for %s[%s]; treating as absent", table, name
+            )
             decoded = None
         self._apply(table, name, decoded)

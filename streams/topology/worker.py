@@ -38,9 +38,10 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     if settings.metrics_port_file is not None:
         settings.metrics_port_file.write_text(str(port))
 
-    @gate.app.task
+    @gate.app.task  # type: ignore[untyped-decorator] # faust is untyped
     async def announce_policy() -> None:  # the policy in force is itself audited
         await gate.mirror.ready.wait()
+        metrics.ready.set(1)
         stored = gate.mirror.get("policy", "current")
         if stored:
             gate._adopt_policy(stored)  # noqa: SLF001

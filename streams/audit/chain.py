@@ -1,0 +1,182 @@
+# Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
+"""The audit hash chain: seal an event onto the head of its chain.
+
+Pure: no Kafka, no clock, no files. The caller passes the head it keeps and the
+instant of the event, and gets back the sealed event and the new head.
+
+How the chain is kept
+---------------------
+* **One chain per writer.** A chain id (``p3``) names the source partition whose
+  events it records; only the worker that is assigned that partition appends to it,
+  so a chain has exactly one writer at a time. Its events are produced to the audit
+  topic keyed by the chain id, so a chain lives in one audit partition, in order.
+* **The head is state.** The worker keeps each chain's :class:`ChainHead` in a
+  changelogged Faust table (``to_dict``/``from_dict``) and passes it to :func:`seal`.
+* **Re-sync on assignment.** A table can lag the audit topic (a crash between
+  producing an audit event and writing the head's changelog). So when a worker is
+  assigned a partition, it reads the last record of that chain from the audit topic
+  and takes the head from it (:meth:`ChainHead.of`) before sealing anything: the
+  audit topic, not the table, is the truth about where a chain ends.
+* **At-least-once.** ``event_id`` is deterministic, derived from the input (for
+  example ``decision_id`` + ``kind``). An input redelivered after a crash is sealed
+  again with the *same* ``event_id`` at the *next* ``seq``: the chain stays linked,
+  and ``verify`` reports the repeat as a ``redelivered`` note, not an error.
+  Consumers de-duplicate on ``event_id``. Two records with the same chain and
+  ``seq`` can only come from a copied record or a second writer, and ``verify``
+  reports them as a ``duplicate`` error.
+
+The hash
+--------
+``event.hash`` is the sha256 (hex) of the canonical JSON (sorted keys, no
+whitespace) of the whole HEC envelope in its JSON form with ``event.hash`` left
+out. So it covers ``time``, ``host``, ``source``, ``sourcetype``, ``index``,
+``fields`` and every field of the body, including ``prev_hash``: editing any of
+them, or moving an event to another place in the chain, breaks the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streams.errors import AuditChainError
+from streams.models.audit import AuditBody, AuditEvent
+from streams.models.codec import canonical_json
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+    from pydantic import JsonValue
+
+    from streams.models.audit import AuditKind
+
+#: ``prev_hash`` of the first event of every chain.
+GENESIS = "0" * 64
+
+DEFAULT_SOURCE = "escalation-gate"
+DEFAULT_SOURCETYPE = "escalation:audit"
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """Where a chain ends: the ``seq`` and ``hash`` of its last event.
+
+    The head of an empty chain has ``seq`` -1 and ``hash`` :data:`GENESIS`, so the
+    first event sealed onto it gets ``seq`` 0 and ``prev_hash`` GENESIS.
+    """
+
+    chain: str
+    seq: int = -1
+    hash: str = GENESIS
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            msg = "chain: must be a non-empty id"
+            raise AuditChainError(msg)
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < -1:
+            raise AuditChainError(f"chain {self.chain}: seq must be an int >= -1, got {self.seq!r}")
+        if not isinstance(self.hash, str) or not _SHA256_HEX.match(self.hash):
+            raise AuditChainError(
+                f"chain {self.chain}: hash must be 64 lowercase hex digits, got {self.hash!r}"
+            )
+        if self.seq == -1 and self.hash != GENESIS:
+            raise AuditChainError(f"chain {self.chain}: an empty chain's hash must be GENESIS")
+
+    @classmethod
+    def empty(cls, chain: str) -> ChainHead:
+        """The head of a chain with no events yet."""
+        return cls(chain=chain)
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> ChainHead:
+        """The head of a chain whose last event is ``event`` (re-sync from the topic)."""
+        return cls(chain=event.event.chain, seq=event.event.seq, hash=event.event.hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict, for a Faust table value."""
+        return {"chain": self.chain, "seq": self.seq, "hash": self.hash}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ChainHead:
+        """The inverse of :meth:`to_dict`; ``AuditChainError`` when it is not one."""
+        try:
+            return cls(chain=value["chain"], seq=value["seq"], hash=value["hash"])
+        except (KeyError, TypeError) as exc:
+            raise AuditChainError(f"not a chain head: {value!r}") from exc
+
+
+def event_hash(envelope: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of an envelope dict, ``event.hash`` left out.
+
+    ``envelope`` is the JSON form of an :class:`AuditEvent`
+    (``model_dump(mode="json")``), with or without ``event.hash``.
+    """
+    body = envelope.get("event")
+    if not isinstance(body, dict):
+        msg = "event: expected an object"
+        raise AuditChainError(msg)
+    unhashed = {**envelope, "event": {k: v for k, v in body.items() if k != "hash"}}
+    return hashlib.sha256(canonical_json(unhashed)).hexdigest()
+
+
+def seal(
+    head: ChainHead,
+    *,
+    kind: AuditKind,
+    event_id: str,
+    actor: str,
+    at: datetime,
+    proposal_id: str | None = None,
+    decision_id: str | None = None,
+    data: Mapping[str, JsonValue],
+    fields: Mapping[str, str],
+    host: str,
+    source: str = DEFAULT_SOURCE,
+    sourcetype: str = DEFAULT_SOURCETYPE,
+    index: str,
+) -> tuple[AuditEvent, ChainHead]:
+    """Seal one audit event onto ``head``: returns the event and the chain's new head.
+
+    ``fields`` become the HEC indexed fields (flat strings people search by, such
+    as ``level``, ``service``, ``ai_system``, ``pattern``); ``kind`` and ``chain``,
+    and ``proposal_id`` and ``decision_id`` when given, are always set from the
+    arguments. The same arguments always give the same event, byte for byte.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise AuditChainError(f"at: must be timezone-aware, got naive {at.isoformat()}")
+    indexed = {**fields, "kind": kind, "chain": head.chain}
+    if proposal_id is not None:
+        indexed["proposal_id"] = proposal_id
+    if decision_id is not None:
+        indexed["decision_id"] = decision_id
+    unsealed = AuditEvent(
+        time=at.timestamp(),
+        host=host,
+        source=source,
+        sourcetype=sourcetype,
+        index=index,
+        fields=indexed,
+        event=AuditBody(
+            kind=kind,
+            event_id=event_id,
+            chain=head.chain,
+            seq=head.seq + 1,
+            prev_hash=head.hash,
+            hash=GENESIS,  # placeholder: the hash leaves this field out
+            at=at,
+            proposal_id=proposal_id,
+            decision_id=decision_id,
+            actor=actor,
+            data=dict(data),
+        ),
+    )
+    digest = event_hash(unsealed.model_dump(mode="json"))
+    sealed = unsealed.model_copy(
+        update={"event": unsealed.event.model_copy(update={"hash": digest})}
+    )
+    return sealed, ChainHead(chain=head.chain, seq=head.seq + 1, hash=digest)

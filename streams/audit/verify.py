@@ -1,0 +1,556 @@
+# Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
+"""Verify audit hash chains over an export or a topic read: report each tampering as what it is.
+
+Pure: :func:`verify` takes an iterable of records (raw JSON lines, decoded dicts or
+:class:`AuditEvent` values) in the order they were stored and returns a
+:class:`VerifyReport`. It streams: per chain it keeps a bounded window of recent
+events, the seqs still missing and at most one record whose place is undecided,
+so an export of millions of events needs little memory.
+
+What is reported, one finding per damaged record where one explains it:
+
+* ``edit``: the event's hash does not recompute; the event was changed after it
+  was sealed. Its links are not reported as well.
+* ``broken_link``: ``prev_hash`` is not the hash of the previous event (an event
+  was changed and re-hashed, or an event was forged into the chain).
+* ``gap``: events are missing inside a chain (reported once per run of missing seqs).
+* ``reorder``: an event stands out of place (a swapped pair is one ``reorder``).
+* ``duplicate``: a chain and seq appear twice (a copied record, or two writers).
+* ``truncation``: a chain does not start at seq 0, ends before the seq the caller
+  expects (``expect_heads``), or the last line of the input is an incomplete record.
+* ``malformed``: a record that is not an audit event.
+* ``redelivered`` (a note, not an error): an ``event_id`` sealed again at a later
+  seq, which is how the gate records an input redelivered after a crash.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from streams.audit.chain import GENESIS, ChainHead, event_hash
+from streams.errors import InputError
+from streams.models.audit import AuditEvent
+from streams.models.codec import validate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+FindingKind = Literal[
+    "edit",
+    "gap",
+    "reorder",
+    "duplicate",
+    "broken_link",
+    "truncation",
+    "malformed",
+    "redelivered",
+]
+
+ERROR_KINDS: frozenset[str] = frozenset(
+    {"edit", "gap", "reorder", "duplicate", "broken_link", "truncation", "malformed"}
+)
+NOTE_KINDS: frozenset[str] = frozenset({"redelivered"})
+
+#: Recent events remembered per chain, for link checks of out-of-place events and
+#: for spotting redeliveries. Tampering farther apart than this is still reported,
+#: with less detail in the message.
+WINDOW = 4096
+
+Record = bytes | str | dict[str, Any] | AuditEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem (or note) found, at a 0-based position of the input."""
+
+    kind: FindingKind
+    chain: str | None
+    position: int
+    seq: int | None
+    message: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind in ERROR_KINDS
+
+    def line(self) -> str:
+        """``position 17 chain p0 seq 16: edit: ...``"""
+        chain = self.chain if self.chain is not None else "?"
+        seq = self.seq if self.seq is not None else "?"
+        return f"position {self.position} chain {chain} seq {seq}: {self.kind}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "error": self.is_error,
+            "chain": self.chain,
+            "position": self.position,
+            "seq": self.seq,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSummary:
+    """What was read of one chain: how many events and its highest seq and hash."""
+
+    chain: str
+    events: int
+    head: ChainHead
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The result of :func:`verify`: findings in input order, and a summary per chain."""
+
+    findings: tuple[Finding, ...]
+    records: int
+    chains: Mapping[str, ChainSummary]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.is_error for f in self.findings)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.is_error)
+
+    @property
+    def notes(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if not f.is_error)
+
+    @property
+    def events(self) -> int:
+        """Audit events read (records that parsed as events), over all chains."""
+        return sum(c.events for c in self.chains.values())
+
+    @property
+    def heads(self) -> dict[str, ChainHead]:
+        return {name: c.head for name, c in self.chains.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "events": self.events,
+            "chains": {
+                name: {"events": c.events, "head": c.head.to_dict()}
+                for name, c in sorted(self.chains.items())
+            },
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass(slots=True)
+class _Seen:
+    seq: int
+    hash: str
+    prev_hash: str
+    position: int
+    edited: bool
+
+
+@dataclass(slots=True)
+class _Hole:
+    lo: int
+    hi: int
+    position: int  # of the event after which the hole was noticed
+    seq: int
+
+
+@dataclass(slots=True)
+class _Chain:
+    name: str
+    # Next seq in order: every seq below it was seen or is in ``holes``.
+    expected: int = 0
+    # An event that jumped ahead of ``expected``, kept until the chain's next event
+    # shows whether events are missing before it (a gap) or it came early (reorder).
+    pending: _Seen | None = None
+    # Seqs above ``expected`` that arrived early and were accepted out of place.
+    ahead: set[int] = field(default_factory=set)
+    holes: list[_Hole] = field(default_factory=list)
+    recent: OrderedDict[int, _Seen] = field(default_factory=OrderedDict)
+    by_hash: dict[str, int] = field(default_factory=dict)
+    ids: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
+    # A different event at a seq already taken, with the index of its finding: if
+    # the chain goes on from it, the first one was the stray.
+    rivals: OrderedDict[int, tuple[_Seen, int]] = field(default_factory=OrderedDict)
+    events: int = 0
+    head: ChainHead | None = None
+    last_position: int = -1
+
+    def remember(self, seen: _Seen, event_id: str) -> None:
+        self.recent[seen.seq] = seen
+        self.by_hash[seen.hash] = seen.seq
+        if len(self.recent) > WINDOW:
+            _, old = self.recent.popitem(last=False)
+            if self.by_hash.get(old.hash) == old.seq:
+                del self.by_hash[old.hash]
+        if event_id not in self.ids:
+            self.ids[event_id] = (seen.seq, seen.position)
+            if len(self.ids) > WINDOW:
+                self.ids.popitem(last=False)
+        if self.head is None or seen.seq > self.head.seq:
+            self.head = ChainHead(chain=self.name, seq=seen.seq, hash=seen.hash)
+
+    def advance(self) -> None:
+        while self.expected in self.ahead:
+            self.ahead.discard(self.expected)
+            self.expected += 1
+
+    def in_hole(self, seq: int) -> _Hole | None:
+        for hole in self.holes:
+            if hole.lo <= seq <= hole.hi:
+                return hole
+        return None
+
+    def fill(self, hole: _Hole, seq: int) -> None:
+        index = self.holes.index(hole)
+        pieces = [
+            _Hole(lo, hi, hole.position, hole.seq)
+            for lo, hi in ((hole.lo, seq - 1), (seq + 1, hole.hi))
+            if lo <= hi
+        ]
+        self.holes[index : index + 1] = pieces
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"seq {lo}" if lo == hi else f"seqs {lo}..{hi} ({hi - lo + 1} events)"
+
+
+class _Verifier:
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.chains: dict[str, _Chain] = {}
+        self.records = 0
+
+    def add(
+        self, kind: FindingKind, chain: str | None, position: int, seq: int | None, message: str
+    ) -> None:
+        self.findings.append(Finding(kind, chain, position, seq, message))
+
+    # -- input -----------------------------------------------------------------
+
+    def run(self, records: Iterable[Record]) -> int:
+        """Feed every record; returns the position after the last one."""
+        unparsed: tuple[int, str, bool] | None = None  # the latest line that is not JSON
+        position = -1
+        for position, record in enumerate(records):
+            if isinstance(record, AuditEvent):
+                obj: Any = record
+            elif isinstance(record, dict):
+                obj = record
+            else:
+                text = record.strip()
+                if not text:
+                    continue
+                try:
+                    obj = orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    if unparsed is not None:
+                        self.add("malformed", None, unparsed[0], None, unparsed[1])
+                    # Ran out of input mid-record (orjson counts pos in characters).
+                    cut = exc.msg.startswith("unexpected end of data")
+                    unparsed = (position, f"not JSON: {exc}", cut)
+                    self.records += 1
+                    continue
+            if unparsed is not None:
+                self.add("malformed", None, unparsed[0], None, unparsed[1])
+                unparsed = None
+            self.records += 1
+            self.record(position, obj)
+        if unparsed is not None:
+            at, message, cut = unparsed
+            if cut:
+                self.add(
+                    "truncation",
+                    None,
+                    at,
+                    None,
+                    f"the last record is incomplete ({message}): the export was cut short",
+                )
+            else:
+                self.add("malformed", None, at, None, message)
+        return position + 1
+
+    def record(self, position: int, obj: Any) -> None:
+        if isinstance(obj, AuditEvent):
+            event = obj
+        else:
+            try:
+                event = validate(AuditEvent, obj)
+            except InputError as exc:
+                self.malformed(position, obj, exc)
+                return
+        envelope = event.model_dump(mode="json")
+        edited = event_hash(envelope) != event.event.hash
+        self.place(position, event, edited=edited)
+
+    def malformed(self, position: int, obj: Any, exc: InputError) -> None:
+        chain = seq = None
+        body = obj.get("event") if isinstance(obj, dict) else None
+        if isinstance(body, dict):
+            chain = body.get("chain") if isinstance(body.get("chain"), str) else None
+            seq = body.get("seq") if type(body.get("seq")) is int else None
+        message = f"not an audit event: {exc}"
+        if isinstance(obj, dict) and {"kind", "seq", "hash", "prev_hash"} <= obj.keys():
+            message = (
+                "a bare audit event body, not its HEC record: the hash covers the whole "
+                "envelope (time, host, source, sourcetype, index, fields, event), so "
+                "export whole records (e.g. from the audit topic)"
+            )
+            chain = obj["chain"] if isinstance(obj.get("chain"), str) else None
+            seq = obj["seq"] if type(obj.get("seq")) is int else None
+        self.add("malformed", chain, position, seq, message)
+
+    # -- placing an event in its chain ----------------------------------------
+
+    def attribute(self, event: AuditEvent, *, edited: bool) -> tuple[str, int]:
+        """Chain and seq of an event; an edited event is placed by what it links to."""
+        body = event.event
+        if not edited:
+            return body.chain, body.seq
+        # The edit may have changed chain or seq themselves: trust the link instead
+        # when it points at an event we know, so one edit is one finding.
+        if body.prev_hash == GENESIS:
+            return body.chain, 0
+        own = self.chains.get(body.chain)
+        if own is not None and body.prev_hash in own.by_hash:
+            return body.chain, own.by_hash[body.prev_hash] + 1
+        for name, chain in self.chains.items():
+            if body.prev_hash in chain.by_hash:
+                return name, chain.by_hash[body.prev_hash] + 1
+        return body.chain, body.seq
+
+    def place(self, position: int, event: AuditEvent, *, edited: bool) -> None:
+        body = event.event
+        name, seq = self.attribute(event, edited=edited)
+        chain = self.chains.get(name)
+        if chain is None:
+            chain = self.chains[name] = _Chain(name)
+        chain.events += 1
+        chain.last_position = position
+        if edited:
+            self.add(
+                "edit",
+                name,
+                position,
+                seq,
+                f"hash does not recompute: the event was changed after it was sealed "
+                f"(kind {body.kind}, event_id {body.event_id})",
+            )
+        seen = _Seen(seq, body.hash, body.prev_hash, position, edited)
+
+        if chain.pending is not None:
+            self.settle(chain, next_seq=seq)
+
+        if seq == chain.expected:
+            chain.expected += 1
+            chain.advance()
+        elif seq > chain.expected:
+            # Above ``expected``, only events that came early were seen before.
+            if seq in chain.ahead:
+                self.duplicate(chain, position, seq, seen)
+                return
+            chain.pending = seen
+        else:
+            hole = chain.in_hole(seq)
+            if hole is None:
+                self.duplicate(chain, position, seq, seen)
+                return
+            chain.fill(hole, seq)
+            if not edited:
+                last = chain.head.seq if chain.head is not None else seq
+                self.add(
+                    "reorder",
+                    name,
+                    position,
+                    seq,
+                    f"out of place: arrives after seq {last}, where it was missing "
+                    f"(noticed at position {hole.position})",
+                )
+        if not edited:
+            self.check_links(chain, seen)
+            first = chain.ids.get(body.event_id)
+            if first is not None:
+                self.add(
+                    "redelivered",
+                    name,
+                    position,
+                    seq,
+                    f"event_id {body.event_id} was sealed before as seq {first[0]} "
+                    f"(position {first[1]}): an input redelivered after a restart",
+                )
+        chain.remember(seen, body.event_id)
+
+    def settle(self, chain: _Chain, *, next_seq: int | None) -> None:
+        """Decide the pending event: it came early, or events are missing before it."""
+        pending = chain.pending
+        assert pending is not None  # noqa: S101 - callers check
+        chain.pending = None
+        if next_seq == chain.expected:
+            # The chain carries on from where it was: the pending event came early.
+            chain.ahead.add(pending.seq)
+            if not pending.edited:
+                self.add(
+                    "reorder",
+                    chain.name,
+                    pending.position,
+                    pending.seq,
+                    f"out of place: arrives before {_span(chain.expected, pending.seq - 1)}",
+                )
+            return
+        lo = chain.expected
+        for skipped in sorted(s for s in chain.ahead if s < pending.seq):
+            if lo <= skipped - 1:
+                chain.holes.append(_Hole(lo, skipped - 1, pending.position, pending.seq))
+            chain.ahead.discard(skipped)
+            lo = skipped + 1
+        if lo <= pending.seq - 1:
+            chain.holes.append(_Hole(lo, pending.seq - 1, pending.position, pending.seq))
+        chain.expected = pending.seq + 1
+        chain.advance()
+
+    def duplicate(self, chain: _Chain, position: int, seq: int, seen: _Seen) -> None:
+        if seen.edited:
+            return  # reported as an edit already
+        first = chain.recent.get(seq)
+        if first is None:
+            message = f"seq {seq} appears again (its first record is too far back to compare)"
+        elif first.hash == seen.hash:
+            message = f"a copy of the event at position {first.position}"
+        else:
+            message = (
+                f"seq {seq} is already taken by a different event at position "
+                f"{first.position}: two writers on one chain, or a forged event"
+            )
+            chain.rivals[seq] = (seen, len(self.findings))
+            if len(chain.rivals) > WINDOW:
+                chain.rivals.popitem(last=False)
+        self.add("duplicate", chain.name, position, seq, message)
+
+    def continues_from_rival(self, chain: _Chain, seen: _Seen, before: _Seen) -> bool:
+        """The chain goes on from the second event at a seq: the first was the stray."""
+        rival = chain.rivals.pop(before.seq, None)
+        if rival is None or rival[0].hash != seen.prev_hash:
+            return False
+        other, index = rival
+        chain.recent[before.seq] = other
+        chain.by_hash[other.hash] = other.seq
+        self.findings[index] = Finding(
+            "duplicate",
+            chain.name,
+            before.position,
+            before.seq,
+            f"seq {before.seq} is taken twice and the chain continues from the event at "
+            f"position {other.position}: this one is forged or stray",
+        )
+        return True
+
+    def check_links(self, chain: _Chain, seen: _Seen) -> None:
+        if seen.seq == 0:
+            if seen.prev_hash != GENESIS:
+                self.add(
+                    "broken_link",
+                    chain.name,
+                    seen.position,
+                    0,
+                    "the first event of a chain must have the genesis prev_hash (64 zeros)",
+                )
+        else:
+            before = chain.recent.get(seen.seq - 1)
+            if (
+                before is not None
+                and not before.edited
+                and seen.prev_hash != before.hash
+                and not self.continues_from_rival(chain, seen, before)
+            ):
+                self.add(
+                    "broken_link",
+                    chain.name,
+                    seen.position,
+                    seen.seq,
+                    f"prev_hash is not the hash of seq {before.seq} (position "
+                    f"{before.position}): that event was changed and re-hashed, or this "
+                    "one does not belong here",
+                )
+                return
+        after = chain.recent.get(seen.seq + 1)
+        if after is not None and not after.edited and after.prev_hash != seen.hash:
+            self.add(
+                "broken_link",
+                chain.name,
+                seen.position,
+                seen.seq,
+                f"seq {after.seq} (position {after.position}) does not link to this event",
+            )
+
+    # -- end of input ----------------------------------------------------------
+
+    def finish(self, end: int, expect_heads: Mapping[str, int]) -> VerifyReport:
+        for chain in self.chains.values():
+            if chain.pending is not None:
+                self.settle(chain, next_seq=None)
+            for hole in chain.holes:
+                if hole.lo == 0:
+                    self.add(
+                        "truncation",
+                        chain.name,
+                        hole.position,
+                        hole.seq,
+                        f"the chain starts at seq {hole.hi + 1}: {_span(0, hole.hi)} "
+                        "missing from its beginning",
+                    )
+                else:
+                    self.add(
+                        "gap",
+                        chain.name,
+                        hole.position,
+                        hole.seq,
+                        f"{_span(hole.lo, hole.hi)} missing before this event",
+                    )
+        for name, expected in sorted(expect_heads.items()):
+            found = self.chains.get(name)
+            if found is None or found.head is None:
+                self.add(
+                    "truncation",
+                    name,
+                    end,
+                    None,
+                    f"no event of chain {name} in the input; expected seqs 0..{expected}",
+                )
+            elif found.head.seq < expected:
+                self.add(
+                    "truncation",
+                    name,
+                    found.last_position,
+                    found.head.seq,
+                    f"the chain ends at seq {found.head.seq}, expected at least seq "
+                    f"{expected}: {_span(found.head.seq + 1, expected)} missing at its end",
+                )
+        findings = sorted(self.findings, key=lambda f: f.position)
+        chains = {
+            name: ChainSummary(name, c.events, c.head or ChainHead.empty(name))
+            for name, c in self.chains.items()
+        }
+        return VerifyReport(findings=tuple(findings), records=self.records, chains=chains)
+
+
+def verify(
+    records: Iterable[Record], *, expect_heads: Mapping[str, int] | None = None
+) -> VerifyReport:
+    """Verify the hash chains in ``records``, in the order they were stored.
+
+    ``records`` are raw JSON lines (``bytes``/``str``; blank lines are skipped but
+    counted in positions), decoded dicts, or :class:`AuditEvent` values: each one
+    HEC record of the audit topic. Events of several chains may be interleaved.
+    ``expect_heads`` maps a chain id to the seq its last event must reach at least
+    (for instance the head the gate reported), so a cut-off end is noticed.
+    """
+    verifier = _Verifier()
+    end = verifier.run(records)
+    return verifier.finish(end, expect_heads or {})

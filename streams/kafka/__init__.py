@@ -1,0 +1,1 @@
+"""Apache Kafka edges: the local single-node broker and topic administration."""

@@ -1,0 +1,148 @@
+"""PURE rules of the lifecycle after a decision (SPEC section 6).
+
+A pending entry is a plain dict kept in a Faust table keyed by decision id. These
+functions judge a human's answer against it, and decide when a timeout escalates;
+the agent only stores the new entry and sends what the result says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.models import ApprovalResponse, Decision
+from streams.policy import Policy
+
+Entry = dict[str, Any]
+MAX_NONCES = 64  # answers remembered per decision for replay detection
+CLOCK_SKEW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What an answer does: accepted (with the new entry), or refused with a reason."""
+
+    accepted: bool
+    reason: str
+    entry: Entry | None = None
+    commands: tuple[str, ...] = field(default_factory=tuple)  # "execute" / "abort"
+    false_positive: bool = False
+
+
+def open_entry(decision: Decision, policy: Policy) -> Entry:
+    """The pending entry of a Level 2 (approval) or Level 3 (abort window) decision."""
+    proposal = decision.proposal
+    entry: Entry = {
+        "decision_id": decision.decision_id,
+        "proposal_id": decision.proposal_id,
+        "level": decision.level,
+        "status": "open",
+        "service": proposal.action.target.service,
+        "pattern": proposal.pattern,
+        "action_type": proposal.action.type,
+        "ai_system": proposal.source.ai_system,
+        "change_record_required": decision.change_record_required,
+        "summary": proposal.summary,
+        "opened_at": decision.decided_at.timestamp(),
+        "escalations": 0,
+        "nonces": [],
+        "asked": list(policy.approval.approvers),
+        "max_escalations": policy.approval.max_escalations,
+        "timeout_seconds": policy.approval.timeout_seconds,
+    }
+    if decision.approval_timeout_at is not None:
+        entry["timeout_at"] = decision.approval_timeout_at.timestamp()
+    if decision.abort_window_ends_at is not None:
+        entry["abort_window_ends_at"] = decision.abort_window_ends_at.timestamp()
+    return entry
+
+
+def _refuse(reason: str, entry: Entry | None = None) -> Judgement:
+    return Judgement(accepted=False, reason=reason, entry=entry)
+
+
+def judge_answer(
+    entry: Entry | None,
+    answer: ApprovalResponse,
+    *,
+    policy: Policy,
+    now: dt.datetime,
+    signature_valid: bool,
+) -> Judgement:
+    """Accept or refuse a human's answer. A refused answer changes nothing but nonces."""
+    if not answer.signature:
+        return _refuse("unsigned")
+    if not signature_valid:
+        return _refuse("forged")
+    if entry is None:
+        return _refuse("unknown_decision")
+    if answer.nonce in entry.get("nonces", []):
+        return _refuse("replayed")
+    # From here the answer is authentic and new: remember its nonce even if refused.
+    remembered = {**entry, "nonces": [*entry.get("nonces", []), answer.nonce][-MAX_NONCES:]}
+    skew = dt.timedelta(seconds=CLOCK_SKEW_SECONDS)
+    max_age = dt.timedelta(seconds=policy.approval.answer_max_age_seconds)
+    if now > answer.expires_at or now - answer.issued_at > max_age:
+        return _refuse("expired", remembered)
+    if answer.issued_at > now + skew:
+        return _refuse("issued_in_future", remembered)
+    if answer.user == entry["ai_system"] or answer.user in policy.trusted_ai_systems:
+        return _refuse("ai_system_cannot_answer", remembered)
+    allowed = set(policy.approval.approvers) | set(policy.approval.oncall)
+    if answer.kind == "approve" and answer.user not in policy.approval.approvers:
+        return _refuse("not_an_approver", remembered)
+    if answer.kind != "approve" and answer.user not in allowed:
+        return _refuse("not_an_approver", remembered)
+    if entry["status"] != "open":
+        return _refuse(f"already_{entry['status']}", remembered)
+    answered = {**remembered, "answered_by": answer.user, "answered_at": now.timestamp()}
+    if answer.kind == "approve":
+        if entry["level"] != 2:
+            return _refuse("not_awaiting_approval", remembered)
+        if entry.get("change_record_required") and not answer.change_record:
+            return _refuse("change_record_missing", remembered)
+        answered.update(status="approved", change_record=answer.change_record)
+        return Judgement(True, "approved", answered, ("execute",))
+    if answer.kind == "reject":
+        if entry["level"] != 2:
+            return _refuse("not_awaiting_approval", remembered)
+        answered.update(status="rejected", false_positive=answer.false_positive)
+        return Judgement(True, "rejected", answered, (), false_positive=answer.false_positive)
+    # abort
+    if entry["level"] != 3:
+        return _refuse("not_abortable", remembered)
+    if now.timestamp() > float(entry.get("abort_window_ends_at", 0.0)):
+        return _refuse("abort_window_closed", remembered)
+    answered.update(status="aborted")
+    return Judgement(True, "aborted", answered, ("abort",))
+
+
+def due_escalation(entry: Entry | None, now: dt.datetime) -> Entry | None:
+    """The entry after one more on-call escalation, if one is due now; else ``None``.
+
+    The approval stays open: escalating asks more humans, it never decides.
+    """
+    if not entry or entry.get("status") != "open" or entry.get("level") != 2:
+        return None
+    if "timeout_at" not in entry or now.timestamp() < float(entry["timeout_at"]):
+        return None
+    if int(entry.get("escalations", 0)) >= int(entry.get("max_escalations", 1)):
+        return None
+    return {
+        **entry,
+        "escalations": int(entry.get("escalations", 0)) + 1,
+        "timeout_at": float(entry["timeout_at"]) + float(entry.get("timeout_seconds", 600)),
+    }
+
+
+def is_due(entry: Any, now_epoch: float) -> bool:
+    """Cheap check for the timer's scan (no copy)."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("status") == "open"
+        and entry.get("level") == 2
+        and "timeout_at" in entry
+        and now_epoch >= float(entry["timeout_at"])
+        and int(entry.get("escalations", 0)) < int(entry.get("max_escalations", 1))
+    )

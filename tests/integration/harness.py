@@ -1,0 +1,333 @@
+"""Run real ``escalation worker`` processes against the session's broker, and watch them.
+
+Workers are subprocesses (so a test can SIGKILL one); their state is in their own
+data directory; their metrics port is written to a file. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Self
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams import samples
+from streams.models import ApprovalResponse, ControlCommand, Outcome, Proposal, encode
+from streams.models.codec import canonical_json
+from streams.settings import Settings
+from streams.signing import sign
+from streams.testing import produce, wait_until
+from streams.topology.app import Gate
+
+FAST_POLICY = Path(__file__).resolve().parents[1] / "fixtures" / "fast-policy.yaml"
+DECISION_TOPICS = ("execute", "approve", "assist", "manual")
+
+
+class Worker:
+    """One ``escalation worker`` child process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        policy_file: Path = FAST_POLICY,
+        store: str = "memory://",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.data_dir = settings.data_dir / name
+        self.policy_file = policy_file
+        self.store = store
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+
+    @property
+    def port_file(self) -> Path:
+        return self.data_dir / "metrics.port"
+
+    def start(self) -> Worker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port_file.unlink(missing_ok=True)
+        self._port = None
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers or "",
+            "ESCALATION_TOPIC_PREFIX": self.settings.topic_prefix,
+            "ESCALATION_DATA_DIR": str(self.data_dir),
+            "ESCALATION_METRICS_PORT": "0",
+            "ESCALATION_METRICS_PORT_FILE": str(self.port_file),
+            "ESCALATION_POLICY_FILE": str(self.policy_file),
+            "ESCALATION_STORE": self.store,
+            "ESCALATION_TICK_SECONDS": "0.2",
+            **self.env,
+        }
+        log = (self.data_dir / "worker.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--log-level", "WARNING"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.data_dir / "worker.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def port(self, timeout: float = 60.0) -> int:
+        if self._port is None:
+            assert wait_until(self.port_file.exists, timeout=timeout), self.log_tail()
+            assert wait_until(lambda: self.port_file.read_text().strip() != "", timeout=5)
+            self._port = int(self.port_file.read_text())
+        return self._port
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.port()}/metrics", timeout=5).read()
+        out = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        try:
+            return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+        except OSError:
+            return 0.0
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 60.0, **labels: str) -> None:
+        ok = wait_until(lambda: self.metric(name, **labels) >= at_least, timeout=timeout)
+        assert ok, (
+            f"{self.name}: {name}{labels} stayed at {self.metric(name, **labels)} < {at_least}\n"
+            + self.log_tail()
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> Worker:
+        self.port(timeout)
+        self.wait_metric("escalation_worker_ready", 1, timeout=timeout)
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Feed:
+    """Produce the gate's inputs for one test prefix."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bootstrap = settings.bootstrap_servers or ""
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+    def proposals(self, proposals: Iterable[Proposal]) -> list[Proposal]:
+        items = list(proposals)
+        for p in items:
+            produce(
+                self.bootstrap, self.topic("proposals"), [encode(p)], key=p.action.target.service
+            )
+        return items
+
+    def raw(self, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+        produce(self.bootstrap, self.topic(topic), values, key=key)
+
+    def history(self, records: Iterable[Any]) -> int:
+        messages = [
+            (f"{table}|{key}", canonical_json({"table": table, "key": key, **update}))
+            for record in records
+            for table, key, update in Gate.history_updates(record)
+        ]
+        for key, value in messages:
+            produce(self.bootstrap, self.topic("state"), [value], key=key)
+        return len(messages)
+
+    def control(self, command: str, **fields: Any) -> None:
+        message = ControlCommand(
+            schema_version=1, command=command, at=dt.datetime.now(tz=dt.UTC), **fields
+        )
+        produce(self.bootstrap, self.topic("control"), [encode(message)], key="control")
+
+    def budget(self, service: str, remaining: float) -> None:
+        from streams.models import ErrorBudgetUpdate  # noqa: PLC0415
+
+        update = ErrorBudgetUpdate(
+            schema_version=1, service=service, remaining=remaining, at=dt.datetime.now(tz=dt.UTC)
+        )
+        produce(self.bootstrap, self.topic("error-budgets"), [encode(update)], key=service)
+
+    def outcome(self, decision: dict[str, Any], **overrides: Any) -> Outcome:
+        p = decision["proposal"]
+        outcome = Outcome.model_validate(
+            {
+                "schema_version": 1,
+                "decision_id": decision["decision_id"],
+                "proposal_id": decision["proposal_id"],
+                "pattern": p["pattern"],
+                "action_type": p["action"]["type"],
+                "ai_system": p["source"]["ai_system"],
+                "service": p["action"]["target"]["service"],
+                "level": decision["level"],
+                "result": "success",
+                "verification": "passed",
+                "at": dt.datetime.now(tz=dt.UTC).isoformat(),
+                **overrides,
+            }
+        )
+        key = f"{outcome.pattern}|{outcome.action_type}"
+        produce(self.bootstrap, self.topic("outcomes"), [encode(outcome)], key=key)
+        return outcome
+
+    def answer(
+        self,
+        kind: str,
+        decision_id: str,
+        user: str,
+        *,
+        secret: str | None = None,
+        signed: bool = True,
+        nonce: str | None = None,
+        **fields: Any,
+    ) -> ApprovalResponse:
+        import secrets  # noqa: PLC0415
+
+        now = dt.datetime.now(tz=dt.UTC)
+        answer = ApprovalResponse(
+            schema_version=1,
+            kind=kind,
+            decision_id=decision_id,
+            user=user,
+            nonce=nonce or secrets.token_hex(12),
+            issued_at=now,
+            expires_at=now + dt.timedelta(minutes=5),
+            **fields,
+        )
+        if signed:
+            answer = sign(answer, secret or self.settings.approval_secret.get_secret_value())
+        self.answer_raw(answer)
+        return answer
+
+    def answer_raw(self, answer: ApprovalResponse) -> None:
+        produce(self.bootstrap, self.topic("approvals"), [encode(answer)], key=answer.decision_id)
+
+    def seed_samples(self) -> None:
+        """History, budgets and re-qualifications of ``streams.samples``."""
+        now = dt.datetime.now(tz=dt.UTC)
+        self.history(samples.history_records(now))
+        for update in samples.budgets(now):
+            produce(
+                self.bootstrap, self.topic("error-budgets"), [encode(update)], key=update.service
+            )
+        for command in samples.requalifications(now):
+            produce(self.bootstrap, self.topic("control"), [encode(command)], key="control")
+
+
+class Reader:
+    """A group-less consumer of some topics from their beginning that keeps what it read."""
+
+    def __init__(self, bootstrap: str, topics: Iterable[str]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+
+        from streams.testing import wait_for_topic  # noqa: PLC0415
+
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "harness-reader",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        assignment = []
+        for topic in topics:
+            partitions = wait_for_topic(bootstrap, topic, timeout=60)
+            assert partitions, f"topic {topic} does not exist"
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        self.consumer.assign(assignment)
+        self.messages: list[Any] = []
+
+    def drain(self, timeout: float = 0.2) -> None:
+        for message in self.consumer.consume(num_messages=10_000, timeout=timeout):
+            if message.error() is None:
+                self.messages.append(message)
+
+    def values(self, topic: str | None = None) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(m.value())
+            for m in self.messages
+            if (topic is None or m.topic() == topic) and m.value()
+        ]
+
+    def wait(self, condition: Callable[[Reader], bool], timeout: float = 60.0) -> bool:
+        def check() -> bool:
+            self.drain()
+            return condition(self)
+
+        return wait_until(check, timeout=timeout, interval=0.01)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class DecisionReader(Reader):
+    """Decisions (``type == decision``) on the four route topics, by proposal id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__(
+            settings.bootstrap_servers or "",
+            [settings.topic(f"decisions.{r}") for r in DECISION_TOPICS],
+        )
+
+    def by_proposal(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for m in self.messages:
+            value = orjson.loads(m.value())
+            if value.get("type") == "decision":
+                value["_topic"] = m.topic().rsplit(".", 1)[-1]
+                value["_key"] = m.key()
+                out.setdefault(value["proposal_id"], value)
+        return out
+
+    def wait_for(
+        self, proposal_ids: Iterable[str], timeout: float = 60.0
+    ) -> dict[str, dict[str, Any]]:
+        wanted = set(proposal_ids)
+        ok = self.wait(lambda r: wanted <= set(self.by_proposal()), timeout=timeout)
+        found = self.by_proposal()
+        assert ok, f"no decision for {sorted(wanted - set(found))}"
+        return {pid: found[pid] for pid in wanted}
