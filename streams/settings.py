@@ -24,7 +24,9 @@ def _default_policy() -> Path:
 class Settings(BaseSettings):
     """Runtime configuration of the gate and its command line."""
 
-    model_config = SettingsConfigDict(env_prefix="ESCALATION_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ESCALATION_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     bootstrap_servers: str | None = Field(
         default=None,

@@ -28,10 +28,18 @@ How the chain is kept
 The hash
 --------
 ``event.hash`` is the sha256 (hex) of the canonical JSON (sorted keys, no
-whitespace) of the whole HEC envelope in its JSON form with ``event.hash`` left
-out. So it covers ``time``, ``host``, ``source``, ``sourcetype``, ``index``,
-``fields`` and every field of the body, including ``prev_hash``: editing any of
-them, or moving an event to another place in the chain, breaks the chain.
+whitespace) of the event *body* (:class:`AuditBody` in its JSON form) with
+``hash`` left out. So it covers every field of the body: ``at``, ``kind``,
+``chain``, ``seq``, ``prev_hash``, ``event_id``, ``actor``, the ids and ``data``.
+Editing any of them, or moving an event to another place in the chain, breaks the
+chain.
+
+The envelope around the body (``time``, ``host``, ``source``, ``sourcetype``,
+``index``, ``fields``) is *not* covered. It is derived from the body for Splunk
+(``time`` is ``at``; ``fields`` are indexed copies of what people search by), and
+Splunk Connect for Kafka with ``splunk.hec.json.event.formatted=true`` turns it
+into metadata and keeps only the body as ``_raw``. Hashing the body alone is what
+lets an export of ``_raw`` from Splunk be verified just like the topic.
 """
 
 from __future__ import annotations
@@ -93,9 +101,10 @@ class ChainHead:
         return cls(chain=chain)
 
     @classmethod
-    def of(cls, event: AuditEvent) -> ChainHead:
+    def of(cls, event: AuditEvent | AuditBody) -> ChainHead:
         """The head of a chain whose last event is ``event`` (re-sync from the topic)."""
-        return cls(chain=event.event.chain, seq=event.event.seq, hash=event.event.hash)
+        body = event.event if isinstance(event, AuditEvent) else event
+        return cls(chain=body.chain, seq=body.seq, hash=body.hash)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict, for a Faust table value."""
@@ -110,18 +119,31 @@ class ChainHead:
             raise AuditChainError(f"not a chain head: {value!r}") from exc
 
 
-def event_hash(envelope: Mapping[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of an envelope dict, ``event.hash`` left out.
+def body_hash(body: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of an event body dict, its ``hash`` left out.
 
-    ``envelope`` is the JSON form of an :class:`AuditEvent`
-    (``model_dump(mode="json")``), with or without ``event.hash``.
+    ``body`` is the JSON form of an :class:`AuditBody` (``model_dump(mode="json")``),
+    with or without ``hash``.
     """
-    body = envelope.get("event")
+    return hashlib.sha256(
+        canonical_json({k: v for k, v in body.items() if k != "hash"})
+    ).hexdigest()
+
+
+def event_hash(record: Mapping[str, Any]) -> str:
+    """The hash of a record: of its ``event`` body for an envelope, else of the body itself.
+
+    ``record`` is the JSON form of an :class:`AuditEvent` (an HEC envelope, from the
+    topic) or of an :class:`AuditBody` (a bare body, as Splunk keeps it in
+    ``_raw``). Only the body is hashed: the envelope's metadata is not covered.
+    """
+    if "event" not in record:
+        return body_hash(record)
+    body = record["event"]
     if not isinstance(body, dict):
         msg = "event: expected an object"
         raise AuditChainError(msg)
-    unhashed = {**envelope, "event": {k: v for k, v in body.items() if k != "hash"}}
-    return hashlib.sha256(canonical_json(unhashed)).hexdigest()
+    return body_hash(body)
 
 
 def seal(
@@ -145,7 +167,10 @@ def seal(
     ``fields`` become the HEC indexed fields (flat strings people search by, such
     as ``level``, ``service``, ``ai_system``, ``pattern``); ``kind`` and ``chain``,
     and ``proposal_id`` and ``decision_id`` when given, are always set from the
-    arguments. The same arguments always give the same event, byte for byte.
+    arguments. The envelope (``time`` from ``at``, ``host``, ``source``,
+    ``sourcetype``, ``index``, ``fields``) is derived for Splunk and is not covered
+    by the hash; the body is. The same arguments always give the same event, byte
+    for byte.
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise AuditChainError(f"at: must be timezone-aware, got naive {at.isoformat()}")
@@ -154,29 +179,27 @@ def seal(
         indexed["proposal_id"] = proposal_id
     if decision_id is not None:
         indexed["decision_id"] = decision_id
-    unsealed = AuditEvent(
+    unsealed = AuditBody(
+        kind=kind,
+        event_id=event_id,
+        chain=head.chain,
+        seq=head.seq + 1,
+        prev_hash=head.hash,
+        hash=GENESIS,  # placeholder: the hash leaves this field out
+        at=at,
+        proposal_id=proposal_id,
+        decision_id=decision_id,
+        actor=actor,
+        data=dict(data),
+    )
+    digest = body_hash(unsealed.model_dump(mode="json"))
+    sealed = AuditEvent(
         time=at.timestamp(),
         host=host,
         source=source,
         sourcetype=sourcetype,
         index=index,
         fields=indexed,
-        event=AuditBody(
-            kind=kind,
-            event_id=event_id,
-            chain=head.chain,
-            seq=head.seq + 1,
-            prev_hash=head.hash,
-            hash=GENESIS,  # placeholder: the hash leaves this field out
-            at=at,
-            proposal_id=proposal_id,
-            decision_id=decision_id,
-            actor=actor,
-            data=dict(data),
-        ),
-    )
-    digest = event_hash(unsealed.model_dump(mode="json"))
-    sealed = unsealed.model_copy(
-        update={"event": unsealed.event.model_copy(update={"hash": digest})}
+        event=unsealed.model_copy(update={"hash": digest}),
     )
     return sealed, ChainHead(chain=head.chain, seq=head.seq + 1, hash=digest)

@@ -1,6 +1,10 @@
 # Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
 """``escalation audit verify [--topic | FILE] [--expect CHAIN=SEQ ...] [--json]``.
 
+``FILE`` is JSON lines: HEC records as on the audit topic, bare event bodies as
+Splunk keeps them in ``_raw``, or Splunk search results holding ``_raw`` (a search
+export in JSON), mixed freely (see :mod:`streams.audit.verify`).
+
 Exit codes: 0 when every chain verifies, 1 when anything was found (each finding
 is one line on stdout), 2 for a usage error or input that cannot be read (one
 line on stderr).
@@ -197,8 +201,11 @@ def _print(report: VerifyReport, source: _Source, *, as_json: bool) -> None:
     for finding in report.findings:
         click.echo(f"{finding.line()} ({source.location(finding.position)})")
     if report.ok:
-        notes = len(report.notes)
-        extra = f" ({notes} redelivered)" if notes else ""
+        redelivered = sum(f.kind == "redelivered" for f in report.notes)
+        metadata = sum(f.kind == "metadata" for f in report.notes)
+        counts = [f"{redelivered} redelivered"] if redelivered else []
+        counts += [f"{metadata} with wrong Splunk metadata"] if metadata else []
+        extra = f" ({', '.join(counts)})" if counts else ""
         click.echo(f"OK: {report.events} events in {len(report.chains)} chains{extra}")
 
 
@@ -233,11 +240,14 @@ def audit() -> None:
 def verify_command(
     file: str | None, from_topic: bool, expects: tuple[str, ...], as_json: bool, timeout: float
 ) -> None:
-    """Verify the hash chains of an audit export (JSON lines, one HEC record each) or topic.
+    """Verify the hash chains of an audit export (JSON lines) or of the audit topic.
 
+    FILE holds one record a line: an HEC record (as on the topic), a bare event
+    body (Splunk's _raw) or a Splunk search result with _raw (a JSON search export).
     Reports every edit, gap, reorder, duplicate, broken link and truncation, one line
     each, and exits 1; prints `OK: N events in M chains` and exits 0 when all verify.
-    A redelivered event (same event_id sealed again at the next seq) is a note.
+    A redelivered event (same event_id sealed again at the next seq) is a note, and
+    so is an HEC record whose Splunk metadata disagrees with its body.
     """
     if from_topic == (file is not None):
         _fail("give an audit export FILE (or - for stdin) or --topic, exactly one")

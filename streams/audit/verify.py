@@ -1,11 +1,23 @@
 # Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
 """Verify audit hash chains over an export or a topic read: report each tampering as what it is.
 
-Pure: :func:`verify` takes an iterable of records (raw JSON lines, decoded dicts or
-:class:`AuditEvent` values) in the order they were stored and returns a
-:class:`VerifyReport`. It streams: per chain it keeps a bounded window of recent
-events, the seqs still missing and at most one record whose place is undecided,
-so an export of millions of events needs little memory.
+Pure: :func:`verify` takes an iterable of records (raw JSON lines, decoded dicts,
+:class:`AuditEvent` or :class:`AuditBody` values) in the order they were stored
+and returns a :class:`VerifyReport`. It streams: per chain it keeps a bounded
+window of recent events, the seqs still missing and at most one record whose place
+is undecided, so an export of millions of events needs little memory.
+
+The hash covers the event body only (see :mod:`streams.audit.chain`), so each
+record may be, mixed freely:
+
+* an HEC envelope, as on the audit topic (``{"time": ..., "event": {...}}``);
+* a bare body, as Splunk keeps it in ``_raw`` (``{"kind": ..., "chain": ...,
+  "seq": ..., "prev_hash": ..., "hash": ..., ...}``);
+* a Splunk search result holding the body (or the envelope) as the ``_raw``
+  string: ``{"_raw": "..."}``, or a line of a search export in JSON
+  (``{"preview": false, "offset": 0, "result": {"_raw": "...", ...}}``). Export
+  lines that carry no final result (``{"preview": false, "lastrow": true}``, or
+  ``"preview": true`` interim results) are skipped like blank lines.
 
 What is reported, one finding per damaged record where one explains it:
 
@@ -21,6 +33,10 @@ What is reported, one finding per damaged record where one explains it:
 * ``malformed``: a record that is not an audit event.
 * ``redelivered`` (a note, not an error): an ``event_id`` sealed again at a later
   seq, which is how the gate records an input redelivered after a crash.
+* ``metadata`` (a note, not an error): an envelope whose ``time`` is not the body's
+  ``at``, or whose ``fields`` ``kind``, ``chain``, ``proposal_id`` or
+  ``decision_id`` differ from the body's. The envelope is not covered by the hash;
+  its metadata is a convenience copy for Splunk, and this one is wrong there.
 """
 
 from __future__ import annotations
@@ -31,9 +47,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from streams.audit.chain import GENESIS, ChainHead, event_hash
+from streams.audit.chain import GENESIS, ChainHead, body_hash
 from streams.errors import InputError
-from streams.models.audit import AuditEvent
+from streams.models.audit import AuditBody, AuditEvent
 from streams.models.codec import validate
 
 if TYPE_CHECKING:
@@ -48,19 +64,76 @@ FindingKind = Literal[
     "truncation",
     "malformed",
     "redelivered",
+    "metadata",
 ]
 
 ERROR_KINDS: frozenset[str] = frozenset(
     {"edit", "gap", "reorder", "duplicate", "broken_link", "truncation", "malformed"}
 )
-NOTE_KINDS: frozenset[str] = frozenset({"redelivered"})
+NOTE_KINDS: frozenset[str] = frozenset({"redelivered", "metadata"})
 
 #: Recent events remembered per chain, for link checks of out-of-place events and
 #: for spotting redeliveries. Tampering farther apart than this is still reported,
 #: with less detail in the message.
 WINDOW = 4096
 
-Record = bytes | str | dict[str, Any] | AuditEvent
+Record = bytes | str | dict[str, Any] | AuditEvent | AuditBody
+
+#: Keys of an HEC envelope that a bare body never has.
+_ENVELOPE_KEYS = frozenset({"event", "time", "host", "source", "sourcetype", "index", "fields"})
+#: Keys of a line of a Splunk search export in JSON (``search/jobs/export``,
+#: ``splunk search ... -output json``) around its ``result``.
+_SPLUNK_EXPORT_KEYS = frozenset({"result", "preview", "offset", "lastrow", "messages"})
+#: The envelope's ``time`` may differ from the body's ``at`` by less than this (s).
+_TIME_SLACK = 0.001
+
+
+class _Skip:
+    """A Splunk export line that carries no final result."""
+
+
+_SKIP = _Skip()
+
+
+def _unwrap(obj: Any) -> Any:
+    """The audit record in one decoded input value, or ``_SKIP``.
+
+    An envelope or a bare body is returned as it is; a Splunk search result gives
+    the decoded ``_raw`` it holds. ``InputError`` when a Splunk result holds no
+    usable ``_raw``.
+    """
+    if not isinstance(obj, dict) or "event" in obj:
+        return obj
+    if "_raw" not in obj and _SPLUNK_EXPORT_KEYS & obj.keys() and not _ENVELOPE_KEYS & obj.keys():
+        if obj.get("preview") is True or "result" not in obj:
+            return _SKIP  # an interim preview, the end marker or messages
+        obj = obj["result"]
+        if not isinstance(obj, dict):
+            raise InputError("result", "a Splunk search result must be an object", kind="schema")
+        if "_raw" not in obj:
+            raise InputError(
+                "result",
+                "a Splunk search result without _raw: export the events' _raw "
+                "(for example end the search with | fields _raw)",
+                kind="schema",
+            )
+    if "_raw" not in obj:
+        return obj
+    raw = obj["_raw"]
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str):
+        raise InputError(
+            "_raw", f"expected the event's JSON text, got {type(raw).__name__}", kind="schema"
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(
+            "_raw",
+            f"not JSON ({exc}): was the event cut by Splunk (TRUNCATE of its sourcetype)?",
+            kind="not_json",
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +313,7 @@ class _Verifier:
         unparsed: tuple[int, str, bool] | None = None  # the latest line that is not JSON
         position = -1
         for position, record in enumerate(records):
-            if isinstance(record, AuditEvent):
+            if isinstance(record, AuditEvent | AuditBody):
                 obj: Any = record
             elif isinstance(record, dict):
                 obj = record
@@ -258,6 +331,12 @@ class _Verifier:
                     unparsed = (position, f"not JSON: {exc}", cut)
                     self.records += 1
                     continue
+            try:
+                obj = _unwrap(obj)
+            except InputError as exc:
+                obj = exc
+            if obj is _SKIP:
+                continue
             if unparsed is not None:
                 self.add("malformed", None, unparsed[0], None, unparsed[1])
                 unparsed = None
@@ -278,40 +357,69 @@ class _Verifier:
         return position + 1
 
     def record(self, position: int, obj: Any) -> None:
+        if isinstance(obj, InputError):
+            self.add("malformed", None, position, None, f"not an audit event: {obj}")
+            return
+        envelope: AuditEvent | None = None
         if isinstance(obj, AuditEvent):
-            event = obj
+            envelope = obj
+        elif isinstance(obj, AuditBody):
+            body = obj
         else:
+            is_envelope = isinstance(obj, dict) and bool(_ENVELOPE_KEYS & obj.keys())
             try:
-                event = validate(AuditEvent, obj)
+                if is_envelope:
+                    envelope = validate(AuditEvent, obj)
+                else:
+                    body = validate(AuditBody, obj)
             except InputError as exc:
-                self.malformed(position, obj, exc)
+                self.malformed(position, obj, exc, envelope=is_envelope)
                 return
-        envelope = event.model_dump(mode="json")
-        edited = event_hash(envelope) != event.event.hash
-        self.place(position, event, edited=edited)
+        if envelope is not None:
+            body = envelope.event
+        edited = body_hash(body.model_dump(mode="json")) != body.hash
+        if envelope is not None and not edited:
+            self.check_metadata(position, envelope)
+        self.place(position, body, edited=edited)
 
-    def malformed(self, position: int, obj: Any, exc: InputError) -> None:
+    def malformed(self, position: int, obj: Any, exc: InputError, *, envelope: bool) -> None:
+        body = obj.get("event") if envelope and isinstance(obj, dict) else obj
         chain = seq = None
-        body = obj.get("event") if isinstance(obj, dict) else None
         if isinstance(body, dict):
             chain = body.get("chain") if isinstance(body.get("chain"), str) else None
             seq = body.get("seq") if type(body.get("seq")) is int else None
-        message = f"not an audit event: {exc}"
-        if isinstance(obj, dict) and {"kind", "seq", "hash", "prev_hash"} <= obj.keys():
-            message = (
-                "a bare audit event body, not its HEC record: the hash covers the whole "
-                "envelope (time, host, source, sourcetype, index, fields, event), so "
-                "export whole records (e.g. from the audit topic)"
+        what = "an HEC record" if envelope else "an event body"
+        self.add("malformed", chain, position, seq, f"not an audit event ({what}): {exc}")
+
+    def check_metadata(self, position: int, envelope: AuditEvent) -> None:
+        """A note when the envelope's Splunk metadata is not what the body says."""
+        body = envelope.event
+        wrong = []
+        if abs(envelope.time - body.at.timestamp()) >= _TIME_SLACK:
+            wrong.append("time is not the body's at")
+        expected = {
+            "kind": body.kind,
+            "chain": body.chain,
+            "proposal_id": body.proposal_id,
+            "decision_id": body.decision_id,
+        }
+        for key, value in expected.items():
+            if value is not None and envelope.fields.get(key) != value:
+                wrong.append(f"fields.{key} is not the body's {key}")
+        if wrong:
+            self.add(
+                "metadata",
+                body.chain,
+                position,
+                body.seq,
+                f"{', '.join(wrong)}: the envelope is not covered by the hash and Splunk "
+                "indexes this event with wrong metadata; its body verifies",
             )
-            chain = obj["chain"] if isinstance(obj.get("chain"), str) else None
-            seq = obj["seq"] if type(obj.get("seq")) is int else None
-        self.add("malformed", chain, position, seq, message)
 
     # -- placing an event in its chain ----------------------------------------
 
-    def attribute(self, event: AuditEvent, *, edited: bool) -> tuple[str, int]:
+    def attribute(self, body: AuditBody, *, edited: bool) -> tuple[str, int]:
         """Chain and seq of an event; an edited event is placed by what it links to."""
-        body = event.event
         if not edited:
             return body.chain, body.seq
         # The edit may have changed chain or seq themselves: trust the link instead
@@ -326,9 +434,8 @@ class _Verifier:
                 return name, chain.by_hash[body.prev_hash] + 1
         return body.chain, body.seq
 
-    def place(self, position: int, event: AuditEvent, *, edited: bool) -> None:
-        body = event.event
-        name, seq = self.attribute(event, edited=edited)
+    def place(self, position: int, body: AuditBody, *, edited: bool) -> None:
+        name, seq = self.attribute(body, edited=edited)
         chain = self.chains.get(name)
         if chain is None:
             chain = self.chains[name] = _Chain(name)
@@ -546,10 +653,12 @@ def verify(
     """Verify the hash chains in ``records``, in the order they were stored.
 
     ``records`` are raw JSON lines (``bytes``/``str``; blank lines are skipped but
-    counted in positions), decoded dicts, or :class:`AuditEvent` values: each one
-    HEC record of the audit topic. Events of several chains may be interleaved.
-    ``expect_heads`` maps a chain id to the seq its last event must reach at least
-    (for instance the head the gate reported), so a cut-off end is noticed.
+    counted in positions), decoded dicts, :class:`AuditEvent` or :class:`AuditBody`
+    values. Each is an HEC record of the audit topic, a bare event body (Splunk's
+    ``_raw``) or a Splunk search result holding the body as ``_raw``; kinds may be
+    mixed, and events of several chains may be interleaved. ``expect_heads`` maps a
+    chain id to the seq its last event must reach at least (for instance the head
+    the gate reported), so a cut-off end is noticed.
     """
     verifier = _Verifier()
     end = verifier.run(records)

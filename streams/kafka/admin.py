@@ -40,7 +40,7 @@ class TopicSpec:
     """One of the gate's topics, by logical name (the full name adds the prefix)."""
 
     name: str
-    direction: Literal["in", "out"]
+    direction: Literal["in", "out", "internal"]
     purpose: str
     # None: settings.partitions.
     partitions: int | None = None
@@ -78,6 +78,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("decisions.assist", "out", "level 1: context for a human, no action"),
     TopicSpec("decisions.manual", "out", "level 0: humans work from raw telemetry"),
     TopicSpec("oncall", "out", "escalations to the on-call human"),
+    # Internal: state updates repartitioned by table key (one writer per key), and new
+    # L2/L3 decisions repartitioned by decision id to meet their answers.
+    TopicSpec("state", "internal", "state updates keyed by table key"),
+    TopicSpec("lifecycle", "internal", "pending approvals and abort windows by decision id"),
     # Append-only and unlimited: the immutable audit trail Splunk ingests.
     TopicSpec(
         "audit", "out", "hash-chained audit events", config={"cleanup.policy": "delete", **FOREVER}

@@ -743,7 +743,9 @@ class LocalKafka:
         with self._lock:
             if self.running:
                 return self
-            other = self.running_elsewhere()
+            other = None
+            with contextlib.suppress(KafkaLauncherError):  # unreadable: overwritten below
+                other = self.running_elsewhere()
             if other is not None:
                 raise KafkaLauncherError(
                     f"a local broker already runs in {self.data_dir} (pid {other.pid}, "
@@ -756,7 +758,10 @@ class LocalKafka:
             attempts = 1 if self._fixed_ports else _PORT_ATTEMPTS
             for attempt in range(1, attempts + 1):
                 if self._port is None or self._controller_port is None:
-                    self._port, self._controller_port = pick_ports(self._preferred)
+                    broker, controller = pick_ports(self._preferred)
+                    # A port asked for is kept even if taken: Kafka then says so.
+                    self._port = self._port or broker
+                    self._controller_port = self._controller_port or controller
                 self._write_config()
                 self._format(java, classpath)
                 try:

@@ -35,10 +35,12 @@ Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 class AuditBody(WireModel):
     """What happened, linked to the previous event of the same chain by its hash.
 
-    ``hash`` is the sha256 of the canonical JSON of the whole envelope with this
-    field left out; ``prev_hash`` is the previous event's ``hash`` (64 zeros for the
-    first event of a chain). ``event_id`` is deterministic, so a redelivered input
-    produces an event with the same id.
+    ``hash`` is the sha256 of the canonical JSON of this body (its JSON form, sorted
+    keys, no whitespace) with this field left out: it covers every other field, and
+    nothing of the envelope, so the body verifies on its own (as Splunk's ``_raw``).
+    ``prev_hash`` is the previous event's ``hash`` (64 zeros for the first event of
+    a chain). ``event_id`` is deterministic, so a redelivered input produces an event
+    with the same id.
     """
 
     schema_version: Literal[1] = 1
@@ -56,7 +58,13 @@ class AuditBody(WireModel):
 
 
 class AuditEvent(WireModel):
-    """One record on ``audit``: the HEC envelope Splunk Connect for Kafka forwards as is."""
+    """One record on ``audit``: the HEC envelope Splunk Connect for Kafka forwards as is.
+
+    ``time``, ``host``, ``source``, ``sourcetype``, ``index`` and ``fields`` are
+    metadata derived from the body for Splunk (``time`` is ``event.at``; ``fields``
+    are indexed copies of what people search by). They are not covered by the
+    hash: the chain protects the body, ``event``.
+    """
 
     time: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
     host: Id

@@ -6,11 +6,13 @@ in. Nothing here imports faust or Kafka clients, or reads a clock.
 
 from streams.state.reducers import (
     FP_WINDOW_SECONDS,
+    TABLES,
     ai_fp_rate,
     apply_budget,
     apply_freeze,
     apply_history,
     apply_requalification,
+    apply_update,
     apply_verdict,
     build_context,
     history_key,
@@ -20,11 +22,13 @@ from streams.state.reducers import (
 
 __all__ = [
     "FP_WINDOW_SECONDS",
+    "TABLES",
     "ai_fp_rate",
     "apply_budget",
     "apply_freeze",
     "apply_history",
     "apply_requalification",
+    "apply_update",
     "apply_verdict",
     "build_context",
     "history_key",

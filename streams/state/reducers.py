@@ -118,6 +118,65 @@ def recent_autonomous(
     )
 
 
+TABLES = ("history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy")
+_RECENT_IDS = 512  # update ids remembered per key, to drop a redelivered update
+
+
+def _dedupe(old: State | None, update_id: str | None) -> bool:
+    """True when this update was already applied to this key (at-least-once redelivery)."""
+    return bool(update_id) and update_id in (old or {}).get("_ids", ())
+
+
+def _remember(new: State, old: State | None, update_id: str | None) -> State:
+    if update_id:
+        new["_ids"] = [*(old or {}).get("_ids", []), update_id][-_RECENT_IDS:]
+    return new
+
+
+def apply_update(old: State | None, update: Mapping[str, Any]) -> State | None:
+    """Fold one update from the ``state`` log into a key's value; ``None``: ignore it.
+
+    Every worker folds the whole log in order, so every worker holds the same state.
+    Deltas (outcomes, verdicts, autonomous executions) carry an ``id`` and are
+    applied once per key even when a producer sends them twice; the other updates
+    are idempotent by nature (latest wins).
+    """
+    op = update.get("op")
+    update_id = update.get("id")
+    if _dedupe(old, update_id):
+        return None
+    at = _instant(update.get("at")) or dt.datetime.fromtimestamp(0, tz=dt.UTC)
+    new: State
+    if op == "outcome":
+        new = apply_history(old, success=bool(update.get("success")))
+    elif op == "verdict":
+        new = apply_verdict(old, at=at, false_positive=bool(update.get("false_positive")))
+    elif op == "budget":
+        remaining = update.get("remaining")
+        if not isinstance(remaining, int | float) or not 0.0 <= remaining <= 1.0:
+            return None
+        new = apply_budget(old, remaining=float(remaining), at=at)
+    elif op in {"requalify", "revoke"}:
+        new = apply_requalification(
+            old, command=str(op), user=str(update.get("user")), at=at,
+            reason=str(update.get("reason", "")),
+        )  # fmt: skip
+    elif op in {"freeze", "unfreeze"}:
+        new = apply_freeze(old, frozen=op == "freeze", user=str(update.get("user")), at=at)
+    elif op == "autonomous":
+        new = record_autonomous(
+            old,
+            decision_id=str(update.get("decision_id")),
+            at=at,
+            window_seconds=int(update.get("window_seconds", 600)),
+        )
+    elif op == "policy":
+        new = {k: update.get(k) for k in ("yaml", "digest", "by")}
+    else:
+        return None
+    return _remember(new, old, update_id)
+
+
 def _instant(epoch: Any) -> dt.datetime | None:
     try:
         return dt.datetime.fromtimestamp(float(epoch), tz=dt.UTC)
@@ -140,7 +199,9 @@ def build_context(
 ) -> Context:
     """Assemble the evaluator's context from table values; unreadable state is absent."""
     try:
-        hist = History.model_validate(history or {})
+        hist = History.model_validate(
+            {k: v for k, v in (history or {}).items() if k in {"seen", "successes", "failures"}}
+        )
     except ValueError:
         hist = History()
     remaining: float | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import logging
 import time
 from typing import Any, Literal
@@ -50,8 +51,6 @@ from streams.signing import signature_ok
 from streams.state import lifecycle, reducers
 
 log = logging.getLogger(__name__)
-
-STATE_TABLES = ("history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy")
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -88,7 +87,7 @@ class Gate:
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
             producer_acks=-1,
-            stream_wait_empty=False,
+            stream_wait_empty=True,
             table_standby_replicas=0,
             key_serializer="raw",
             value_serializer="raw",
@@ -114,17 +113,13 @@ class Gate:
         }
         # Keys and values are JSON in the changelogs (faust picks "json" for str keys).
         table_args: dict[str, Any] = {"key_type": str, "partitions": settings.partitions}
-        self.tables = {name: self.app.Table(name, **table_args) for name in STATE_TABLES}
         self.audit_heads = self.app.Table("audit-heads", **table_args)
         self.pending = self.app.Table("pending", **table_args)
         self._ticked: dict[str, float] = {}
 
         from streams.topology.mirror import Mirror  # noqa: PLC0415
 
-        self.mirror = Mirror(
-            bootstrap,
-            {name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()},
-        )
+        self.mirror = Mirror(bootstrap, topic("state"))
         self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
         self.mirror.listeners.append(self._on_state)
 
@@ -132,7 +127,6 @@ class Gate:
         self.app.agent(self.t_outcomes, name="outcomes")(self._outcomes)
         self.app.agent(self.t_budgets, name="error-budgets")(self._budgets)
         self.app.agent(self.t_control, name="control")(self._control)
-        self.app.agent(self.t_state, name="state")(self._state)
         self.app.agent(self.t_answers, name="lifecycle")(self._lifecycle)
         self.app.timer(settings.tick_seconds)(self._tick)
         self.app.task(self._start_mirror)
@@ -252,10 +246,20 @@ class Gate:
             self.dead_letter(event, exc, logical_topic)
             return None
 
-    def send_state(self, table: str, key: str, update: dict[str, Any]) -> None:
-        """Repartition a state update by its table key (single writer per key)."""
-        body = canonical_json({"table": table, "key": key, **update})
-        self.t_state.send_soon(key=f"{table}|{key}".encode(), value=body)
+    def send_state(
+        self, table: str, key: str, update: dict[str, Any], *, source: Any = None
+    ) -> dict[str, Any]:
+        """Append a state update to the ``state`` log, keyed by its table key.
+
+        ``source`` (the input event) gives the update a deterministic id, so an input
+        redelivered after a crash folds once.
+        """
+        full = {"table": table, "key": key, **update}
+        if source is not None and "id" not in full:
+            m = source.message
+            full["id"] = f"{m.topic}:{m.partition}:{m.offset}:{table}"
+        self.t_state.send_soon(key=f"{table}|{key}".encode(), value=canonical_json(full))
+        return full
 
     # ------------------------------------------------------------------ agents
 
@@ -289,7 +293,7 @@ class Gate:
             budget=mirror.get("budgets", service),
             verdicts=mirror.get("verdicts", proposal.source.ai_system),
             requalification=mirror.get("requalification", hkey),
-            velocity_service=self.tables["velocity"].get(service),
+            velocity_service=mirror.get("velocity", service),
             velocity_fleet=mirror.values("velocity"),
             freeze={"*": mirror.get("freeze", "*"), service: mirror.get("freeze", service)},
             velocity_window_seconds=policy.velocity.window_seconds,
@@ -321,14 +325,21 @@ class Gate:
                 key=decision_id.encode(), value=b'{"type":"open","decision":' + body + b"}"
             )
         if decision.level >= 3:
-            value = reducers.record_autonomous(
-                self.tables["velocity"].get(service),
-                decision_id=decision_id,
-                at=now,
-                window_seconds=policy.velocity.window_seconds,
+            # Applied here at once (the velocity guard must see a burst as it happens)
+            # and again from the log, where the decision id makes it a no-op.
+            mirror.apply(
+                self.send_state(
+                    "velocity",
+                    service,
+                    {
+                        "op": "autonomous",
+                        "id": decision_id,
+                        "decision_id": decision_id,
+                        "at": now.timestamp(),
+                        "window_seconds": policy.velocity.window_seconds,
+                    },
+                )
             )
-            self.tables["velocity"][service] = value
-            mirror.put("velocity", service, value)
         self.audit(
             message.partition,
             "decision",
@@ -355,11 +366,14 @@ class Gate:
     def on_outcome(self, event: Any, outcome: Outcome) -> None:
         """Fold an executor's report into history, AI verdicts and re-qualification."""
         hkey = reducers.history_key(outcome.pattern, outcome.action_type)
-        self.send_state("history", hkey, {"op": "outcome", "success": outcome.successful})
+        self.send_state(
+            "history", hkey, {"op": "outcome", "success": outcome.successful}, source=event
+        )
         self.send_state(
             "verdicts",
             outcome.ai_system,
             {"op": "verdict", "false_positive": outcome.not_needed, "at": outcome.at.timestamp()},
+            source=event,
         )
         autonomous = outcome.level >= 3
         if outcome.verification == "failed":
@@ -470,38 +484,6 @@ class Gate:
             data=data,
             fields={"service": command.service or "*", "command": command.command},
         )
-
-    async def _state(self, stream: Any) -> None:
-        async for event in stream.events():
-            self.apply_state(event.message.value)
-
-    def apply_state(self, raw: bytes) -> None:
-        """The single writer of each state key: apply a reducer, store, mirror."""
-        from streams.models.codec import parse_json  # noqa: PLC0415
-
-        update = parse_json(raw)
-        table, key, op = update["table"], update["key"], update["op"]
-        old = self.tables[table].get(key)
-        at = _utc(float(update.get("at", time.time())))
-        if op == "outcome":
-            new = reducers.apply_history(old, success=bool(update["success"]))
-        elif op == "verdict":
-            new = reducers.apply_verdict(old, at=at, false_positive=bool(update["false_positive"]))
-        elif op == "budget":
-            new = reducers.apply_budget(old, remaining=float(update["remaining"]), at=at)
-        elif op in {"requalify", "revoke"}:
-            new = reducers.apply_requalification(
-                old, command=op, user=update["user"], at=at, reason=update.get("reason", "")
-            )
-        elif op in {"freeze", "unfreeze"}:
-            new = reducers.apply_freeze(old, frozen=op == "freeze", user=update["user"], at=at)
-        elif op == "policy":
-            new = {k: update[k] for k in ("yaml", "digest", "by")}
-        else:
-            log.warning("unknown state op %r ignored", op)
-            return
-        self.tables[table][key] = new
-        self.mirror.put(table, key, new)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -735,16 +717,27 @@ class Gate:
     def history_updates(record: HistoryRecord) -> list[tuple[str, str, dict[str, Any]]]:
         """State updates that seed one past incident (``escalation history import``)."""
         at = record.at.timestamp()
+        digest = hashlib.sha256(canonical_json(record.model_dump(mode="json"))).hexdigest()[:24]
         return [
             (
                 "history",
                 reducers.history_key(record.pattern, record.action_type),
-                {"op": "outcome", "success": record.outcome == "success", "at": at},
+                {
+                    "op": "outcome",
+                    "success": record.outcome == "success",
+                    "at": at,
+                    "id": f"import:{digest}",
+                },
             ),
             (
                 "verdicts",
                 record.ai_system,
-                {"op": "verdict", "false_positive": record.verdict != "true_positive", "at": at},
+                {
+                    "op": "verdict",
+                    "false_positive": record.verdict != "true_positive",
+                    "at": at,
+                    "id": f"import:{digest}",
+                },
             ),
         ]
 

@@ -24,7 +24,7 @@ from streams.models import ApprovalResponse, ControlCommand, Outcome, Proposal, 
 from streams.models.codec import canonical_json
 from streams.settings import Settings
 from streams.signing import sign
-from streams.testing import produce, wait_until
+from streams.testing import wait_until
 from streams.topology.app import Gate
 
 FAST_POLICY = Path(__file__).resolve().parents[1] / "fixtures" / "fast-policy.yaml"
@@ -143,8 +143,24 @@ class Feed:
     """Produce the gate's inputs for one test prefix."""
 
     def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Producer  # noqa: PLC0415
+
         self.settings = settings
         self.bootstrap = settings.bootstrap_servers or ""
+        self.producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 1})
+
+    def send(self, topic: str, values: Iterable[bytes], key: str | bytes | None = None) -> None:
+        """Produce to a logical topic and wait until the broker has every message."""
+        errors: list[Any] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+
+        for value in values:
+            self.producer.produce(self.topic(topic), value=value, key=key, on_delivery=delivered)
+        assert self.producer.flush(30) == 0, "messages not delivered"
+        assert not errors, errors
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
@@ -152,13 +168,14 @@ class Feed:
     def proposals(self, proposals: Iterable[Proposal]) -> list[Proposal]:
         items = list(proposals)
         for p in items:
-            produce(
-                self.bootstrap, self.topic("proposals"), [encode(p)], key=p.action.target.service
+            self.producer.produce(
+                self.topic("proposals"), value=encode(p), key=p.action.target.service
             )
+        assert self.producer.flush(30) == 0
         return items
 
     def raw(self, topic: str, values: list[bytes], key: bytes | None = None) -> None:
-        produce(self.bootstrap, self.topic(topic), values, key=key)
+        self.send(topic, values, key=key)
 
     def history(self, records: Iterable[Any]) -> int:
         messages = [
@@ -167,14 +184,15 @@ class Feed:
             for table, key, update in Gate.history_updates(record)
         ]
         for key, value in messages:
-            produce(self.bootstrap, self.topic("state"), [value], key=key)
+            self.producer.produce(self.topic("state"), value=value, key=key)
+        assert self.producer.flush(30) == 0
         return len(messages)
 
     def control(self, command: str, **fields: Any) -> None:
         message = ControlCommand(
             schema_version=1, command=command, at=dt.datetime.now(tz=dt.UTC), **fields
         )
-        produce(self.bootstrap, self.topic("control"), [encode(message)], key="control")
+        self.send("control", [encode(message)], key="control")
 
     def budget(self, service: str, remaining: float) -> None:
         from streams.models import ErrorBudgetUpdate  # noqa: PLC0415
@@ -182,7 +200,7 @@ class Feed:
         update = ErrorBudgetUpdate(
             schema_version=1, service=service, remaining=remaining, at=dt.datetime.now(tz=dt.UTC)
         )
-        produce(self.bootstrap, self.topic("error-budgets"), [encode(update)], key=service)
+        self.send("error-budgets", [encode(update)], key=service)
 
     def outcome(self, decision: dict[str, Any], **overrides: Any) -> Outcome:
         p = decision["proposal"]
@@ -203,7 +221,7 @@ class Feed:
             }
         )
         key = f"{outcome.pattern}|{outcome.action_type}"
-        produce(self.bootstrap, self.topic("outcomes"), [encode(outcome)], key=key)
+        self.send("outcomes", [encode(outcome)], key=key)
         return outcome
 
     def answer(
@@ -236,18 +254,30 @@ class Feed:
         return answer
 
     def answer_raw(self, answer: ApprovalResponse) -> None:
-        produce(self.bootstrap, self.topic("approvals"), [encode(answer)], key=answer.decision_id)
+        self.send("approvals", [encode(answer)], key=answer.decision_id)
 
-    def seed_samples(self) -> None:
-        """History, budgets and re-qualifications of ``streams.samples``."""
+    def seed_samples(self, *workers: Worker) -> None:
+        """History, budgets and re-qualifications of ``streams.samples``.
+
+        Waits until every worker given has all of it in its state mirror.
+        """
         now = dt.datetime.now(tz=dt.UTC)
-        self.history(samples.history_records(now))
+        records = samples.history_records(now)
+        self.history(records)
         for update in samples.budgets(now):
-            produce(
-                self.bootstrap, self.topic("error-budgets"), [encode(update)], key=update.service
+            self.send("error-budgets", [encode(update)], key=update.service)
+        requalifications = samples.requalifications(now)
+        self.send("control", [encode(c) for c in requalifications], key="control")
+        for w in workers:
+            w.wait_metric("escalation_state_updates_applied_total", len(records), table="history")
+            w.wait_metric(
+                "escalation_state_updates_applied_total", len(samples.budgets(now)), table="budgets"
             )
-        for command in samples.requalifications(now):
-            produce(self.bootstrap, self.topic("control"), [encode(command)], key="control")
+            w.wait_metric(
+                "escalation_state_updates_applied_total",
+                len(requalifications),
+                table="requalification",
+            )
 
 
 class Reader:

@@ -32,9 +32,7 @@ def _now() -> dt.datetime:
 
 def test_every_level_reaches_its_topic_with_metrics(settings: Settings, worker: Worker) -> None:
     feed = Feed(settings)
-    feed.seed_samples()
-    worker.wait_metric("escalation_state_updates_applied_total", 3, table="requalification")
-    worker.wait_metric("escalation_state_updates_applied_total", 9, table="budgets")
+    feed.seed_samples(worker)
     stream = samples.stream(len(samples.SCENARIOS), start=_now())
     feed.proposals(p for _, p in stream)
     with DecisionReader(settings) as reader:
@@ -150,10 +148,7 @@ def test_bad_messages_reach_the_dlq_and_the_worker_keeps_going(
 
 def _decide_stream(settings: Settings, workers: list[Worker], count: int) -> dict[str, dict]:
     feed = Feed(settings)
-    feed.seed_samples()
-    for w in workers:
-        w.wait_metric("escalation_state_updates_applied_total", 3, table="requalification")
-        w.wait_metric("escalation_state_updates_applied_total", 9, table="budgets")
+    feed.seed_samples(*workers)
     start = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
     stream = [p for _, p in samples.stream(count, start=start, tag="scale-")]
     feed.proposals(stream)
@@ -189,8 +184,8 @@ def test_two_workers_share_partitions_and_decide_like_one(
     one, two = results
     assert one.keys() == two.keys()
     summary = {pid: (d["decision_id"], d["level"], d["deciding_rule"]) for pid, d in one.items()}
-    assert summary == {
-        pid: (d["decision_id"], d["level"], d["deciding_rule"]) for pid, d in two.items()
-    }
+    other = {pid: (d["decision_id"], d["level"], d["deciding_rule"]) for pid, d in two.items()}
+    differ = {pid: (summary[pid], other[pid]) for pid in summary if summary[pid] != other[pid]}
+    assert not differ, differ
     assert all(count > 0 for count in shares[1]), f"both workers decide: {shares[1]}"
     assert sum(shares[1]) >= 60

@@ -44,10 +44,9 @@ def test_topics_create_twice_is_idempotent_and_applies_configs(
     second = create_topics(settings, kafka_bootstrap)
 
     assert first == second == [settings.topic(spec.name) for spec in TOPICS]
-    counts = partition_counts(kafka_bootstrap, first)
-    assert counts[settings.topic("control")] == 1
-    assert counts[settings.topic("proposals")] == settings.partitions
-    assert counts[settings.topic("audit")] == settings.partitions
+    assert partition_counts(kafka_bootstrap, first) == {
+        spec.full_name(settings): spec.partition_count(settings) for spec in TOPICS
+    }
     audit = describe_topic_config(kafka_bootstrap, settings.topic("audit"))
     assert audit["cleanup.policy"] == "delete"
     assert audit["retention.ms"] == "-1"
@@ -205,14 +204,22 @@ def test_broker_dies_with_the_python_process_that_started_it(tmp_path: Path, thr
         _kill_if_broker(jvm_pid, config)
 
 
-def _run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    """`escalation kafka ARGS` in a process of its own, with its own data dir."""
+_KAFKA_CLI = [sys.executable, "-c", "from streams.kafka.cli import kafka; kafka()"]
+
+
+def _cli_env(data_dir: Path) -> dict[str, str]:
+    """The environment of `escalation kafka` with its own data dir and no cluster given."""
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["ESCALATION_DATA_DIR"] = str(data_dir)
     env["ESCALATION_KAFKA_CACHE_DIR"] = str(Settings().kafka_cache_dir)
+    return env
+
+
+def _run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`escalation kafka ARGS` in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-c", "from streams.kafka.cli import kafka; kafka()", *args],
-        env=env,
+        [*_KAFKA_CLI, *args],
+        env=_cli_env(data_dir),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -248,4 +255,41 @@ def test_kafka_up_detach_outlives_the_cli_and_down_stops_it(tmp_path: Path) -> N
         assert after["pid"] is None
         assert after["port"] == state.port  # remembered for the next `up`
     finally:
+        _kill_if_broker(state.pid if state else None, config)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_kafka_up_in_the_foreground_stops_cleanly_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    """Ctrl-C (SIGINT) or a supervisor's SIGTERM: the broker stops, `up` exits 0."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an external cluster; this test needs our own")
+    up = subprocess.Popen(
+        [*_KAFKA_CLI, "up"],
+        env=_cli_env(tmp_path),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    config = tmp_path / "kafka" / "server.properties"
+    state = None
+    try:
+        assert up.stdout is not None
+        line = up.stdout.readline().strip()
+        state = read_state(tmp_path / "kafka" / "state.json")
+        assert state is not None
+        assert state.pid is not None
+        assert line == f"KAFKA_BOOTSTRAP_SERVERS={state.bootstrap_servers}"
+        assert AdminClient({"bootstrap.servers": state.bootstrap_servers}).list_topics(timeout=10)
+
+        up.send_signal(stop_signal)
+        _, stderr = up.communicate(timeout=60)
+
+        assert up.returncode == 0, stderr
+        assert not is_broker_process(state.pid, config)
+    finally:
+        up.kill()
+        up.wait()
         _kill_if_broker(state.pid if state else None, config)

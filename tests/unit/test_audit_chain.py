@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import json
 import subprocess
 import sys
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.audit.chain import GENESIS, ChainHead, event_hash, seal
+from streams.audit.chain import GENESIS, ChainHead, body_hash, event_hash, seal
 from streams.errors import AuditChainError
-from streams.models import AuditEvent, canonical_json, decode, encode
+from streams.models import AuditBody, AuditEvent, canonical_json, decode, encode
 
 T0 = dt.datetime(2026, 11, 28, 10, 0, 5, 123456, tzinfo=dt.UTC)
 
@@ -43,12 +44,20 @@ def test_first_event_of_a_chain_has_seq_0_and_links_to_genesis() -> None:
     assert head == ChainHead("p3", 0, event.event.hash)
 
 
-def test_hash_is_sha256_of_the_canonical_envelope_without_the_hash_field() -> None:
+def test_hash_is_sha256_of_the_canonical_body_without_the_hash_field() -> None:
     event, _ = sealed(ChainHead.empty("p0"))
-    envelope = event.model_dump(mode="json")
-    del envelope["event"]["hash"]
-    assert event.event.hash == hashlib.sha256(canonical_json(envelope)).hexdigest()
+    body = event.event.model_dump(mode="json")
+    del body["hash"]
+    assert event.event.hash == hashlib.sha256(canonical_json(body)).hexdigest()
+    assert body_hash(event.event.model_dump(mode="json")) == event.event.hash
+
+
+def test_event_hash_takes_an_envelope_or_a_bare_body() -> None:
+    event, _ = sealed(ChainHead.empty("p0"))
     assert event_hash(event.model_dump(mode="json")) == event.event.hash
+    assert event_hash(event.event.model_dump(mode="json")) == event.event.hash
+    with pytest.raises(AuditChainError, match="event: expected an object"):
+        event_hash({"event": "not a body"})
 
 
 def test_hash_still_recomputes_after_a_json_round_trip() -> None:
@@ -56,6 +65,18 @@ def test_hash_still_recomputes_after_a_json_round_trip() -> None:
     again = decode(AuditEvent, encode(event))
     assert again == event
     assert event_hash(orjson.loads(encode(event))) == event.event.hash
+    body = decode(AuditBody, encode(event.event))
+    assert body_hash(orjson.loads(encode(body))) == event.event.hash
+
+
+def test_hash_does_not_depend_on_key_order_or_whitespace_of_the_stored_body() -> None:
+    """Splunk re-serialises the body as ``_raw``; the hash is of its canonical form."""
+    event, _ = sealed(ChainHead.empty("p0"))
+    body = event.event.model_dump(mode="json")
+    spaced = json.dumps(dict(reversed(list(body.items()))), indent=2)
+    assert body_hash(AuditBody.model_validate_json(spaced).model_dump(mode="json")) == (
+        event.event.hash
+    )
 
 
 def test_each_event_links_to_the_previous_events_hash() -> None:
@@ -68,6 +89,7 @@ def test_each_event_links_to_the_previous_events_hash() -> None:
     for before, after in itertools.pairwise(events):
         assert after.event.prev_hash == before.event.hash
     assert head == ChainHead.of(events[-1])
+    assert head == ChainHead.of(events[-1].event)
 
 
 def test_sealing_is_deterministic_for_the_same_inputs() -> None:
@@ -81,20 +103,47 @@ def test_sealing_is_deterministic_for_the_same_inputs() -> None:
     "change",
     [
         {"at": T0 + dt.timedelta(microseconds=1)},
-        {"host": "gate-2"},
-        {"index": "other"},
-        {"sourcetype": "other:audit"},
-        {"fields": {"level": "3"}},
+        {"kind": "outcome"},
         {"data": {"level": 3}},
         {"actor": "alice"},
         {"event_id": "other"},
+        {"proposal_id": "p-9999"},
+        {"decision_id": None},
     ],
     ids=lambda change: next(iter(change)),
 )
-def test_any_change_of_envelope_or_body_changes_the_hash(change: dict[str, Any]) -> None:
+def test_any_change_of_the_body_changes_the_hash(change: dict[str, Any]) -> None:
     base, _ = sealed(ChainHead.empty("p0"))
     other, _ = sealed(ChainHead.empty("p0"), **change)
     assert other.event.hash != base.event.hash
+
+
+def test_chain_seq_and_prev_hash_are_covered() -> None:
+    first, _ = sealed(ChainHead.empty("p0"))
+    assert sealed(ChainHead.empty("p1"))[0].event.hash != first.event.hash
+    assert sealed(ChainHead("p0", 4, "a" * 64))[0].event.hash != first.event.hash
+    assert sealed(ChainHead("p0", 4, "b" * 64))[0].event.hash != (
+        sealed(ChainHead("p0", 4, "a" * 64))[0].event.hash
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"host": "gate-2"},
+        {"index": "other"},
+        {"source": "other"},
+        {"sourcetype": "other:audit"},
+        {"fields": {"level": "3"}},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_the_envelope_metadata_is_not_covered(change: dict[str, Any]) -> None:
+    """Splunk keeps only the body as _raw: the chain protects the body alone."""
+    base, _ = sealed(ChainHead.empty("p0"))
+    other, _ = sealed(ChainHead.empty("p0"), **change)
+    assert other.event == base.event
+    assert other != base
 
 
 def test_envelope_carries_the_hec_metadata_and_the_indexed_fields() -> None:

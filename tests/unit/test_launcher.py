@@ -271,10 +271,10 @@ def test_spawned_child_dies_when_its_parent_is_killed(thread: str) -> None:
 # ------------------------------------------------------------------ topic specs
 
 
-def test_topics_are_the_specs_inputs_and_outputs() -> None:
-    names = {spec.direction: set() for spec in TOPICS}
+def test_topics_include_the_specs_inputs_and_outputs() -> None:
+    names: dict[str, set[str]] = {"in": set(), "out": set()}
     for spec in TOPICS:
-        names[spec.direction].add(spec.name)
+        names.setdefault(spec.direction, set()).add(spec.name)
 
     assert names["in"] == {"proposals", "approvals", "outcomes", "error-budgets", "control"}
     assert names["out"] == {
@@ -286,15 +286,22 @@ def test_topics_are_the_specs_inputs_and_outputs() -> None:
         "audit",
         "dlq",
     }
+    assert len({spec.name for spec in TOPICS}) == len(TOPICS)
 
 
-def test_every_topic_follows_the_partition_setting() -> None:
-    """Co-partitioned with the worker's tables; control is ordered by its constant key."""
+def test_partition_counts_follow_settings_unless_a_topic_fixes_its_own() -> None:
     settings = Settings(partitions=6, topic_prefix="x.")
 
-    counts = {spec.full_name(settings): spec.partition_count(settings) for spec in TOPICS}
+    for spec in TOPICS:
+        expected = 6 if spec.partitions is None else spec.partitions
+        assert spec.full_name(settings) == f"x.{spec.name}"
+        assert spec.partition_count(settings) == expected
 
-    assert set(counts.values()) == {6}
+
+def test_control_commands_are_kept_forever() -> None:
+    config = topic_spec("control").topic_config(Settings())
+
+    assert config["retention.ms"] == "-1"
 
 
 @pytest.mark.parametrize(("replication", "min_isr"), [(1, "1"), (2, "2"), (3, "2")])
