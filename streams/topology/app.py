@@ -86,6 +86,9 @@ class Gate:
             autodiscover=False,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            # A worker killed with SIGKILL leaves the group after this, not after 60 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=1.0,
             producer_acks=-1,
             stream_wait_empty=True,
             table_standby_replicas=0,

@@ -147,7 +147,11 @@ class Feed:
 
         self.settings = settings
         self.bootstrap = settings.bootstrap_servers or ""
-        self.producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 1})
+        from streams.kafka.admin import CLIENT_LOG  # noqa: PLC0415
+
+        self.producer = Producer(
+            {"bootstrap.servers": self.bootstrap, "linger.ms": 1, "logger": CLIENT_LOG}
+        )
 
     def send(self, topic: str, values: Iterable[bytes], key: str | bytes | None = None) -> None:
         """Produce to a logical topic and wait until the broker has every message."""

@@ -1,0 +1,249 @@
+"""After the decision, on the real broker: approvals, timeouts, aborts, verification,
+re-qualification, velocity and freeze (SPEC section 6), with the fast test policy
+(approval timeout 3 s, abort window 4 s)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from harness import DecisionReader, Feed, Reader, Worker
+
+from streams import samples
+from streams.models import Proposal
+from streams.settings import Settings
+from streams.testing import wait_until
+
+BY_NAME = {s.name: s for s in samples.SCENARIOS}
+
+
+@pytest.fixture
+def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
+    w = Worker(settings, "w1").start()
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.stop()
+
+
+EXTRA_SERVICES = ("svc-a", "svc-b", "svc-c", "burst-api", "frozen-api", "other-api")
+
+
+@pytest.fixture
+def feed(settings: Settings, worker: Worker) -> Feed:
+    feed = Feed(settings)
+    for service in EXTRA_SERVICES:  # a known, healthy error budget: unknown means Level 2
+        feed.budget(service, 0.9)
+    feed.seed_samples(worker)
+    worker.wait_metric(
+        "escalation_state_updates_applied_total",
+        len(EXTRA_SERVICES) + len(samples.SERVICES_BUDGET),
+        table="budgets",
+    )
+    return feed
+
+
+def _proposal(name: str, number: int, **target: str) -> Proposal:
+    base = samples.proposal(BY_NAME[name], number, at=dt.datetime.now(tz=dt.UTC), tag="lc-")
+    if not target:
+        return base
+    data = base.model_dump(mode="json")
+    data["action"]["target"].update(target)
+    return Proposal.model_validate(data)
+
+
+def _decide(settings: Settings, feed: Feed, proposal: Proposal) -> dict[str, Any]:
+    feed.proposals([proposal])
+    with DecisionReader(settings) as reader:
+        return reader.wait_for([proposal.proposal_id])[proposal.proposal_id]
+
+
+def _commands(settings: Settings, decision_id: str, count: int, timeout: float = 30) -> list[dict]:
+    with Reader(settings.bootstrap_servers or "", [settings.topic("decisions.execute")]) as r:
+
+        def found(reader: Reader) -> list[dict]:
+            return [
+                v
+                for v in reader.values()
+                if v.get("type") in {"execute", "abort"} and v["decision_id"] == decision_id
+            ]
+
+        r.wait(lambda reader: len(found(reader)) >= count, timeout=timeout)
+        # Drain a little longer so a duplicate would be seen too.
+        r.drain(0.5)
+        return found(r)
+
+
+def test_a_listed_approver_approves_once_and_execute_is_emitted_once(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    decision = _decide(settings, feed, _proposal("wide-blast", 1))
+    assert decision["level"] == 2
+    assert decision["approval_timeout_at"]
+    feed.answer("approve", decision["decision_id"], "alice")
+    worker.wait_metric("escalation_answers_accepted_total", 1, kind="approve")
+    feed.answer("approve", decision["decision_id"], "bob")
+    worker.wait_metric("escalation_answers_refused_total", 1, reason="already_approved")
+    commands = _commands(settings, decision["decision_id"], 1)
+    assert [c["type"] for c in commands] == ["execute"]
+    assert commands[0]["by"] == "alice"
+    assert commands[0]["command_id"] == f"{decision['decision_id']}:execute"
+
+
+def test_a_regulated_approval_needs_a_change_record(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    decision = _decide(settings, feed, _proposal("payments", 1))
+    assert decision["level"] == 2
+    assert decision["change_record_required"] is True
+    feed.answer("approve", decision["decision_id"], "alice")
+    worker.wait_metric("escalation_answers_refused_total", 1, reason="change_record_missing")
+    feed.answer("approve", decision["decision_id"], "alice", change_record="CHG-1234")
+    commands = _commands(settings, decision["decision_id"], 1)
+    assert commands[0]["change_record"] == "CHG-1234"
+
+
+def test_forged_unsigned_replayed_unknown_and_ai_answers_change_nothing(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    decision = _decide(settings, feed, _proposal("wide-blast", 2))
+    decision_id = decision["decision_id"]
+    feed.answer("approve", decision_id, "alice", secret="not-the-channel-secret")
+    feed.answer("approve", decision_id, "alice", signed=False)
+    feed.answer("approve", "d-does-not-exist", "alice")
+    feed.answer("approve", decision_id, "holmesgpt")
+    feed.answer("approve", decision_id, "mallory")
+    rejected_once = feed.answer("reject", decision_id, "carol", reason="first")
+    feed.answer_raw(rejected_once)  # the same signed message again: a replay
+    for reason in ("forged", "unsigned", "unknown_decision", "ai_system_cannot_answer",
+                   "not_an_approver", "replayed"):  # fmt: skip
+        worker.wait_metric("escalation_answers_refused_total", 1, reason=reason)
+    assert worker.metric("escalation_answers_accepted_total", kind="approve") == 0
+    assert worker.metric("escalation_answers_accepted_total", kind="reject") == 1
+    with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as audit:
+        assert audit.wait(
+            lambda r: sum(v["event"]["kind"] == "answer_refused" for v in r.values()) >= 6
+        )
+        reasons = {
+            v["event"]["data"]["reason"]
+            for v in audit.values()
+            if v["event"]["kind"] == "answer_refused"
+        }
+    assert {"forged", "unsigned", "unknown_decision", "replayed"} <= reasons
+    assert _commands(settings, decision_id, 1, timeout=1) == []
+
+
+def test_a_false_positive_rejection_feeds_the_ai_rate(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    assert worker.metric("escalation_ai_false_positive_rate", ai_system="holmesgpt") == 0.0
+    decision = _decide(settings, feed, _proposal("wide-blast", 3))
+    feed.answer("reject", decision["decision_id"], "bob", false_positive=True)
+    assert wait_until(
+        lambda: worker.metric("escalation_ai_false_positive_rate", ai_system="holmesgpt") > 0,
+        timeout=30,
+    )
+    verdicts = len(samples.history_records(dt.datetime.now(tz=dt.UTC))) + 1
+    rate = worker.metric("escalation_ai_false_positive_rate", ai_system="holmesgpt")
+    assert rate == pytest.approx(1 / verdicts, abs=1e-6)
+
+
+def test_a_timeout_pages_oncall_and_a_restarted_worker_pages_again(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    decision = _decide(settings, feed, _proposal("cert-second", 1))
+    assert decision["level"] == 2
+    oncall = Reader(settings.bootstrap_servers or "", [settings.topic("oncall")])
+
+    def pages(reader: Reader) -> list[dict]:
+        return [v for v in reader.values() if v["decision_id"] == decision["decision_id"]]
+
+    try:
+        assert oncall.wait(lambda r: len(pages(r)) >= 1, timeout=30), worker.log_tail()
+        first = pages(oncall)[0]
+        assert first["reason"] == "approval_timeout"
+        assert first["escalation_number"] == 1
+        assert set(first["asked"]) == {"alice", "bob", "carol", "dana"}
+        worker.kill()  # SIGKILL: the timer state must come back from the table
+        restarted = Worker(settings, "w1-restarted").start()
+        try:
+            restarted.wait_ready()
+            assert oncall.wait(lambda r: len(pages(r)) >= 2, timeout=60), restarted.log_tail()
+            numbers = sorted({p["escalation_number"] for p in pages(oncall)})
+            assert numbers[:2] == [1, 2]
+        finally:
+            restarted.stop()
+    finally:
+        oncall.close()
+    # The approval stays open: a late approval is still accepted.
+
+
+def test_abort_inside_the_window_stops_it_and_after_the_window_is_refused(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    inside = _decide(settings, feed, _proposal("deadlock-statefulset", 1))
+    assert inside["level"] == 3
+    assert inside["abort_window_ends_at"]
+    feed.answer("abort", inside["decision_id"], "dana")
+    commands = _commands(settings, inside["decision_id"], 1)
+    assert [c["type"] for c in commands] == ["abort"]
+
+    late = _decide(settings, feed, _proposal("deadlock-statefulset", 2))
+    assert late["level"] == 3
+    window_end = dt.datetime.fromisoformat(late["abort_window_ends_at"]).timestamp()
+    assert wait_until(lambda: time.time() > window_end + 0.5, timeout=30)
+    feed.answer("abort", late["decision_id"], "dana")
+    worker.wait_metric("escalation_answers_refused_total", 1, reason="abort_window_closed")
+    assert _commands(settings, late["decision_id"], 1, timeout=1) == []
+
+
+def test_failed_verification_revokes_level_4_until_a_human_requalifies(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    first = _decide(settings, feed, _proposal("oom-restart", 1, service="svc-a"))
+    assert first["level"] == 4
+    feed.outcome(first, verification="failed")
+    with Reader(settings.bootstrap_servers or "", [settings.topic("oncall")]) as oncall:
+        assert oncall.wait(
+            lambda r: any(v["reason"] == "verification_failed" for v in r.values()), timeout=30
+        )
+    worker.wait_metric("escalation_state_updates_applied_total", 4, table="requalification")
+    second = _decide(settings, feed, _proposal("oom-restart", 2, service="svc-b"))
+    assert second["level"] == 3
+    revoked = {c["name"]: c for c in second["conditions"] if c["rule"] == "level4_autonomous"}
+    assert revoked["requalification_revoked"]["holds"] is False
+    feed.control("requalify", user="alice", pattern=BY_NAME["oom-restart"].pattern,
+                 action_type="rolling_restart")  # fmt: skip
+    worker.wait_metric("escalation_state_updates_applied_total", 5, table="requalification")
+    assert _decide(settings, feed, _proposal("oom-restart", 3, service="svc-c"))["level"] == 4
+
+
+def test_a_burst_on_one_service_trips_the_velocity_guard(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    burst = [_proposal("oom-restart", i, service="burst-api") for i in range(6)]
+    feed.proposals(burst)
+    with DecisionReader(settings) as reader:
+        found = reader.wait_for([p.proposal_id for p in burst])
+    levels = [found[p.proposal_id]["level"] for p in burst]
+    assert levels == [4, 4, 4, 2, 2, 2]
+    assert found[burst[3].proposal_id]["deciding_rule"] == "velocity_guard"
+
+
+def test_a_freeze_demotes_to_level_1_and_unfreeze_lifts_it(
+    settings: Settings, feed: Feed, worker: Worker
+) -> None:
+    feed.control("freeze", user="alice", service="frozen-api", reason="incident in progress")
+    worker.wait_metric("escalation_state_updates_applied_total", 1, table="freeze")
+    frozen = _decide(settings, feed, _proposal("oom-restart", 1, service="frozen-api"))
+    assert frozen["level"] == 1
+    assert frozen["context"]["frozen"] is True
+    other = _decide(settings, feed, _proposal("oom-restart", 2, service="other-api"))
+    assert other["level"] == 4
+    feed.control("unfreeze", user="alice", service="frozen-api")
+    worker.wait_metric("escalation_state_updates_applied_total", 2, table="freeze")
+    assert _decide(settings, feed, _proposal("oom-restart", 3, service="frozen-api"))["level"] == 4
