@@ -12,6 +12,7 @@ from streams.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_SHOWN = 60
+_MAX_FIELD = 200
 
 
 def canonical_json(value: Any) -> bytes:
@@ -24,16 +25,29 @@ def encode(model: BaseModel) -> bytes:
     return orjson.dumps(model.model_dump(mode="json"), option=orjson.OPT_UTC_Z)
 
 
+def _short(text: str, limit: int = _MAX_SHOWN) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key(part: str) -> str:
+    # A key comes from the input: escape line breaks and control characters (the
+    # message must stay one line) and cut a long one short.
+    return _short(part if part.isprintable() else repr(part))
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+        out += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if out else _key(part))
+    return _short(out, _MAX_FIELD)
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested deeper than repr() can go
+        text = f"<{type(value).__name__} nested too deeply>"
+    return _short(text)
 
 
 def describe_validation_error(error: ValidationError) -> InputError:

@@ -93,29 +93,52 @@ def apply_freeze(old: State | None, *, frozen: bool, user: str, at: dt.datetime)
 
 
 def record_autonomous(
-    old: State | None, *, decision_id: str, at: dt.datetime, window_seconds: int
+    old: State | None,
+    *,
+    decision_id: str,
+    at: dt.datetime,
+    window_seconds: int,
+    offset: int = -1,
 ) -> State:
-    """Remember an autonomous execution for the velocity guard (idempotent by id)."""
+    """Remember an autonomous execution for the velocity guard (idempotent by id).
+
+    ``offset`` is the proposal's offset in its partition: a service's proposals share
+    one partition, so offsets order them exactly, also when timestamps tie.
+    """
     horizon = _epoch(at) - window_seconds
     entries = [e for e in (old or {}).get("recent", []) if float(e[0]) >= horizon]
     if not any(e[1] == decision_id for e in entries):
-        entries.append([_epoch(at), decision_id])
+        entries.append([_epoch(at), decision_id, offset])
     return {"recent": entries}
 
 
 def recent_autonomous(
-    values: Iterable[State | None], *, now: dt.datetime, window_seconds: int, exclude: str
+    values: Iterable[State | None],
+    *,
+    now: dt.datetime,
+    window_seconds: int,
+    exclude: str,
+    before_offset: int | None = None,
 ) -> int:
-    """Executions in ``[now - window, now]`` other than ``exclude`` (a redelivered decision)."""
+    """Executions in ``[now - window, now]`` other than ``exclude`` (a redelivered decision).
+
+    With ``before_offset`` (one service's own entries), only those decided before that
+    offset count, so a proposal redelivered after a crash sees what it saw the first
+    time, not the executions decided after it.
+    """
     start = _epoch(now) - window_seconds
     end = _epoch(now)
-    return sum(
-        1
-        for value in values
-        if value
-        for at, decision_id in value.get("recent", [])
-        if start <= float(at) <= end and decision_id != exclude
-    )
+    count = 0
+    for value in values:
+        for entry in (value or {}).get("recent", []):
+            at, decision_id = float(entry[0]), entry[1]
+            offset = int(entry[2]) if len(entry) > 2 else -1
+            if not start <= at <= end or decision_id == exclude:
+                continue
+            if before_offset is not None and offset >= 0 and offset >= before_offset:
+                continue
+            count += 1
+    return count
 
 
 TABLES = ("history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy")
@@ -169,6 +192,7 @@ def apply_update(old: State | None, update: Mapping[str, Any]) -> State | None:
             decision_id=str(update.get("decision_id")),
             at=at,
             window_seconds=int(update.get("window_seconds", 600)),
+            offset=int(update.get("offset", -1)),
         )
     elif op == "policy":
         new = {k: update.get(k) for k in ("yaml", "digest", "by")}
@@ -194,6 +218,7 @@ def build_context(
     requalification: State | None,
     velocity_service: State | None,
     velocity_fleet: Iterable[State | None],
+    offset: int | None = None,
     freeze: Mapping[str, State | None],
     velocity_window_seconds: int,
 ) -> Context:
@@ -215,10 +240,17 @@ def build_context(
         revoked = bool(requalification.get("revoked", False))
     frozen = any(bool(v and v.get("frozen")) for v in freeze.values())
     service_count = recent_autonomous(
-        [velocity_service], now=now, window_seconds=velocity_window_seconds, exclude=decision_id
+        [velocity_service],
+        now=now,
+        window_seconds=velocity_window_seconds,
+        exclude=decision_id,
+        before_offset=offset,
     )
-    fleet_count = recent_autonomous(
-        velocity_fleet, now=now, window_seconds=velocity_window_seconds, exclude=decision_id
+    fleet_count = service_count + recent_autonomous(
+        (v for v in velocity_fleet if v is not velocity_service),
+        now=now,
+        window_seconds=velocity_window_seconds,
+        exclude=decision_id,
     )
     return Context.model_construct(
         schema_version=1,

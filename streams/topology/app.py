@@ -118,6 +118,9 @@ class Gate:
         table_args: dict[str, Any] = {"key_type": str, "partitions": settings.partitions}
         self.audit_heads = self.app.Table("audit-heads", **table_args)
         self.pending = self.app.Table("pending", **table_args)
+        self._synced_heads: dict[str, ChainHead] = {}
+        self._overdue_logged = -1e9
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
         self._ticked: dict[str, float] = {}
 
         from streams.topology.mirror import Mirror  # noqa: PLC0415
@@ -136,6 +139,38 @@ class Gate:
         self._policy_gauges()
 
     # ------------------------------------------------------------------ plumbing
+
+    def _check_review_date(self, policy: Policy, now: dt.datetime) -> None:
+        """A policy past its review date caps autonomy at 2: say so, loudly, until reviewed."""
+        overdue = now.date() > policy.policy.next_review
+        self.metrics.policy_overdue.set(1 if overdue else 0)
+        if overdue and time.monotonic() - self._overdue_logged > 60.0:
+            self._overdue_logged = time.monotonic()
+            log.warning(
+                "policy %s v%s was due for review on %s: every decision is capped at Level 2 "
+                "until a reviewed policy is loaded (escalation policy load)",
+                policy.policy.name,
+                policy.version,
+                policy.policy.next_review,
+            )
+
+    async def _on_assigned(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
+        """Re-sync the heads of the audit chains this worker now writes."""
+        from streams.topology.resync import last_heads  # noqa: PLC0415
+
+        del signal
+        assigned: set[Any] = args[0] if args else set()
+        partitions = {
+            tp.partition for tp in assigned if tp.topic == self.t_proposals.get_topic_name()
+        }
+        try:
+            heads = await asyncio.get_running_loop().run_in_executor(
+                None, last_heads, self.bootstrap, self.t_audit.get_topic_name(), partitions
+            )
+        except Exception:
+            log.exception("audit head re-sync failed; continuing from the table")
+            return
+        self._synced_heads.update(heads)
 
     async def _start_mirror(self) -> None:
         await self.mirror.start()
@@ -188,6 +223,9 @@ class Gate:
         chain = f"p{partition}"
         stored = self.audit_heads.get(chain)
         head = ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
+        synced = self._synced_heads.get(chain)
+        if synced is not None and synced.seq > head.seq:
+            head = synced  # the topic is ahead of the table: continue from the topic
         event, new_head = seal(
             head,
             kind=kind,
@@ -300,8 +338,10 @@ class Gate:
             velocity_fleet=mirror.values("velocity"),
             freeze={"*": mirror.get("freeze", "*"), service: mirror.get("freeze", service)},
             velocity_window_seconds=policy.velocity.window_seconds,
+            offset=message.offset,
         )
         decision = evaluate(proposal, context, policy)
+        self._check_review_date(policy, now)
         fields = {
             "level": str(decision.level),
             "route": decision.route,
@@ -339,6 +379,7 @@ class Gate:
                         "id": decision_id,
                         "decision_id": decision_id,
                         "at": now.timestamp(),
+                        "offset": message.offset,
                         "window_seconds": policy.velocity.window_seconds,
                     },
                 )
