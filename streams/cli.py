@@ -218,7 +218,9 @@ def _decode_all(model: Any, path: str) -> list[Any]:
 def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     from confluent_kafka import Producer  # noqa: PLC0415
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    from streams.kafka.admin import producer_config  # noqa: PLC0415
+
+    producer = Producer(producer_config(bootstrap))
     failures: list[str] = []
 
     def delivered(err: Any, _msg: Any) -> None:

@@ -30,7 +30,9 @@ LEVEL_STYLE = {0: "red", 1: "yellow", 2: "cyan", 3: "green", 4: "bold green"}
 def _producer(bootstrap: str) -> Any:
     from confluent_kafka import Producer  # noqa: PLC0415
 
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    from streams.kafka.admin import producer_config  # noqa: PLC0415
+
+    return Producer(producer_config(bootstrap))
 
 
 def seed(settings: Settings, bootstrap: str, now: dt.datetime) -> None:

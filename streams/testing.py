@@ -15,7 +15,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.cimpl import TopicPartition
 
-from streams.kafka.admin import CLIENT_LOG, admin_client
+from streams.kafka.admin import CLIENT_LOG, admin_client, producer_config
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -49,13 +49,7 @@ def produce(
     Raises ``KafkaException`` if any message is not acknowledged within ``timeout``.
     """
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 0,
-            "enable.idempotence": True,
-            "logger": CLIENT_LOG,
-            "log.connection.close": False,
-        }
+        producer_config(bootstrap, **{"linger.ms": 0, "log.connection.close": False})
     )
     failures: list[KafkaError] = []
 

@@ -104,6 +104,25 @@ def topic_spec(name: str) -> TopicSpec:
     raise KeyError(f"unknown topic {name!r}; known: {known}")
 
 
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """confluent-kafka producer settings that partition keys as the Faust workers do.
+
+    librdkafka's default partitioner hashes keys with CRC32; Java clients and aiokafka
+    (under Faust) use murmur2. Without this, the same key (a service, ``control``, a
+    state key) could land on different partitions depending on who produced it, and
+    per-key order would be lost.
+    """
+    return {
+        "bootstrap.servers": bootstrap,
+        "partitioner": "murmur2_random",
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "logger": CLIENT_LOG,
+        **overrides,
+    }
+
+
 def admin_client(bootstrap: str, **overrides: Any) -> AdminClient:
     """An AdminClient that reconnects quickly and logs through ``logging``, not stderr."""
     config: dict[str, Any] = {

@@ -147,11 +147,9 @@ class Feed:
 
         self.settings = settings
         self.bootstrap = settings.bootstrap_servers or ""
-        from streams.kafka.admin import CLIENT_LOG  # noqa: PLC0415
+        from streams.kafka.admin import producer_config  # noqa: PLC0415
 
-        self.producer = Producer(
-            {"bootstrap.servers": self.bootstrap, "linger.ms": 1, "logger": CLIENT_LOG}
-        )
+        self.producer = Producer(producer_config(self.bootstrap, **{"linger.ms": 1}))
 
     def send(self, topic: str, values: Iterable[bytes], key: str | bytes | None = None) -> None:
         """Produce to a logical topic and wait until the broker has every message."""
