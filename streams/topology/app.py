@@ -89,6 +89,9 @@ class Gate:
             # A worker killed with SIGKILL leaves the group after this, not after 60 s.
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
+            # A rebalance waits this long for every member to rejoin; a member killed
+            # with SIGKILL never does, and its partitions wait with it (default 60 s).
+            broker_rebalance_timeout=15.0,
             producer_acks=-1,
             stream_wait_empty=True,
             table_standby_replicas=0,
