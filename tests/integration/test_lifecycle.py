@@ -22,7 +22,8 @@ BY_NAME = {s.name: s for s in samples.SCENARIOS}
 
 @pytest.fixture
 def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    w = Worker(settings, "w1").start()
+    # RocksDB, as in production: pending approvals must survive a SIGKILL on disk too.
+    w = Worker(settings, "w1", store="rocksdb://").start()
     try:
         w.wait_ready()
         yield w
@@ -169,7 +170,7 @@ def test_a_timeout_pages_oncall_and_a_restarted_worker_pages_again(
         assert first["escalation_number"] == 1
         assert set(first["asked"]) == {"alice", "bob", "carol", "dana"}
         worker.kill()  # SIGKILL: the timer state must come back from the table
-        restarted = Worker(settings, "w1-restarted").start()
+        restarted = Worker(settings, "w1", store="rocksdb://").start()  # same data dir
         try:
             restarted.wait_ready()
             assert oncall.wait(lambda r: len(pages(r)) >= 2, timeout=60), restarted.log_tail()
