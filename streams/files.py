@@ -14,6 +14,12 @@ from streams.policy import Policy, parse_policy
 M = TypeVar("M", bound=BaseModel)
 
 
+def shown_path(path: Path | str) -> str:
+    """A file name for a one-line message: line breaks and control characters escaped."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def read_bytes(path: Path | str, *, what: str = "file") -> bytes:
     """A file's bytes (``-`` is stdin), or ``InputError`` naming it."""
     if str(path) == "-":
@@ -23,7 +29,7 @@ def read_bytes(path: Path | str, *, what: str = "file") -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise InputError(str(path), f"cannot read {what}: {exc.strerror or exc}") from None
+        raise InputError(shown_path(path), f"cannot read {what}: {exc.strerror or exc}") from None
 
 
 def read_model(model: type[M], path: Path | str) -> M:
@@ -32,14 +38,16 @@ def read_model(model: type[M], path: Path | str) -> M:
     try:
         return decode(model, raw)
     except InputError as exc:
-        where = f"{path}: {exc.field}" if exc.field else str(path)
+        name = shown_path(path)
+        where = f"{name}: {exc.field}" if exc.field else name
         raise InputError(where, exc.reason, kind=exc.kind) from None
 
 
 def read_policy(path: Path | str) -> Policy:
     """Load and validate a policy file; ``PolicyError`` lines name file, line and field."""
+    name = shown_path(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise PolicyError(f"{path}: cannot read policy: {exc.strerror or exc}") from None
-    return parse_policy(raw, source=str(path))
+        raise PolicyError(f"{name}: cannot read policy: {exc.strerror or exc}") from None
+    return parse_policy(raw, source=name)

@@ -26,7 +26,7 @@ import faust
 import orjson
 from pydantic import BaseModel
 
-from streams.audit.chain import ChainHead, seal
+from streams.audit.chain import ChainHead, seal_json
 from streams.errors import InputError, PolicyError
 from streams.metrics import Metrics
 from streams.models import (
@@ -229,7 +229,7 @@ class Gate:
         synced = self._synced_heads.get(chain)
         if synced is not None and synced.seq > head.seq:
             head = synced  # the topic is ahead of the table: continue from the topic
-        event, new_head = seal(
+        record, new_head = seal_json(
             head,
             kind=kind,
             event_id=event_id,
@@ -243,7 +243,7 @@ class Gate:
             index=self.settings.audit_index,
         )
         self.audit_heads[chain] = new_head.to_dict()
-        self.t_audit.send_soon(key=chain.encode(), value=encode(event), partition=partition)
+        self.t_audit.send_soon(key=chain.encode(), value=record, partition=partition)
         self.metrics.audit_events.labels(kind).inc()
 
     def dead_letter(self, event: Any, error: InputError | Exception, logical_topic: str) -> None:
@@ -345,6 +345,8 @@ class Gate:
         )
         decision = evaluate(proposal, context, policy)
         self._check_review_date(policy, now)
+        # Serialised once: the decision topic, the audit event and the lifecycle share it.
+        decision_json = decision.model_dump(mode="json")
         fields = {
             "level": str(decision.level),
             "route": decision.route,
@@ -361,10 +363,10 @@ class Gate:
             actor=proposal.source.ai_system,
             proposal_id=proposal.proposal_id,
             decision_id=decision_id,
-            data={"proposal": proposal.model_dump(mode="json")},
+            data={"proposal": decision_json["proposal"]},
             fields={k: fields[k] for k in ("service", "ai_system", "pattern", "action_type")},
         )
-        body = encode(decision)
+        body = orjson.dumps(decision_json)
         self.routes[decision.route].send_soon(key=service.encode(), value=body)
         if decision.level in (2, 3):
             self.t_lifecycle.send_soon(
@@ -395,7 +397,7 @@ class Gate:
             actor="escalation-gate",
             proposal_id=proposal.proposal_id,
             decision_id=decision_id,
-            data={"decision": decision.model_dump(mode="json")},
+            data={"decision": decision_json},
             fields=fields,
         )
         self.metrics.decisions.labels(str(decision.level), decision.route).inc()

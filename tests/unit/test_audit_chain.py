@@ -219,3 +219,32 @@ def test_chain_and_verify_are_pure(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_fast_seal_writes_the_same_event_as_the_validating_seal() -> None:
+    """The worker's hot path (seal_json) and seal() must agree byte for byte in meaning."""
+    import datetime as dt  # noqa: PLC0415
+
+    from streams.audit.chain import ChainHead, seal, seal_json  # noqa: PLC0415
+    from streams.models import AuditEvent, decode  # noqa: PLC0415
+
+    head = ChainHead.empty("p1")
+    at = dt.datetime(2026, 11, 28, 10, 0, 5, 123456, tzinfo=dt.UTC)
+    args = {
+        "kind": "decision",
+        "event_id": "d-1:decision",
+        "actor": "escalation-gate",
+        "at": at,
+        "proposal_id": "p-1",
+        "decision_id": "d-1",
+        "data": {"decision": {"level": 4, "x": [1.5, None, "é"], "nested": {"b": 1, "a": 2}}},
+        "fields": {"level": "4", "service": "checkout-api"},
+        "host": "h",
+        "index": "escalation",
+    }
+    for _ in range(3):
+        validated, head_a = seal(head, **args)
+        fast, head_b = seal_json(head, **args)
+        assert decode(AuditEvent, fast) == validated
+        assert head_a == head_b
+        head = head_a
