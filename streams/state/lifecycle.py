@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.models import ApprovalResponse, Decision
+from streams.models import ApprovalResponse
 from streams.policy import Policy
 
 Entry = dict[str, Any]
@@ -30,32 +30,40 @@ class Judgement:
     false_positive: bool = False
 
 
-def open_entry(decision: Decision, policy: Policy) -> Entry:
-    """The pending entry of a Level 2 (approval) or Level 3 (abort window) decision."""
-    proposal = decision.proposal
+def open_entry(decision: dict[str, Any], policy: Policy) -> Entry:
+    """The pending entry of a Level 2 (approval) or Level 3 (abort window) decision.
+
+    ``decision`` is the decision in JSON form, as it travels on the lifecycle topic.
+    """
+    proposal = decision["proposal"]
+    action = proposal["action"]
     entry: Entry = {
-        "decision_id": decision.decision_id,
-        "proposal_id": decision.proposal_id,
-        "level": decision.level,
+        "decision_id": decision["decision_id"],
+        "proposal_id": decision["proposal_id"],
+        "level": decision["level"],
         "status": "open",
-        "service": proposal.action.target.service,
-        "pattern": proposal.pattern,
-        "action_type": proposal.action.type,
-        "ai_system": proposal.source.ai_system,
-        "change_record_required": decision.change_record_required,
-        "summary": proposal.summary,
-        "opened_at": decision.decided_at.timestamp(),
+        "service": action["target"]["service"],
+        "pattern": proposal["pattern"],
+        "action_type": action["type"],
+        "ai_system": proposal["source"]["ai_system"],
+        "change_record_required": decision["change_record_required"],
+        "summary": proposal.get("summary", ""),
+        "opened_at": _epoch(decision["decided_at"]),
         "escalations": 0,
         "nonces": [],
         "asked": list(policy.approval.approvers),
         "max_escalations": policy.approval.max_escalations,
         "timeout_seconds": policy.approval.timeout_seconds,
     }
-    if decision.approval_timeout_at is not None:
-        entry["timeout_at"] = decision.approval_timeout_at.timestamp()
-    if decision.abort_window_ends_at is not None:
-        entry["abort_window_ends_at"] = decision.abort_window_ends_at.timestamp()
+    if decision.get("approval_timeout_at"):
+        entry["timeout_at"] = _epoch(decision["approval_timeout_at"])
+    if decision.get("abort_window_ends_at"):
+        entry["abort_window_ends_at"] = _epoch(decision["abort_window_ends_at"])
     return entry
+
+
+def _epoch(instant: str) -> float:
+    return dt.datetime.fromisoformat(instant).timestamp()
 
 
 def _refuse(reason: str, entry: Entry | None = None) -> Judgement:

@@ -602,35 +602,36 @@ class Gate:
         message = parse_json(event.message.value)
         partition = event.message.partition
         if message.get("type") == "open":
-            decision = Decision.model_validate(message["decision"])
-            if decision.decision_id not in self.pending:  # a redelivery keeps the first
-                self.pending[decision.decision_id] = lifecycle.open_entry(decision, self.policy)
-                if decision.level == 2:
+            decision = message["decision"]
+            decision_id = decision["decision_id"]
+            if decision_id not in self.pending:  # a redelivery keeps the first
+                entry = lifecycle.open_entry(decision, self.policy)
+                self.pending[decision_id] = entry
+                if decision["level"] == 2:
                     self.audit(
                         partition,
                         "approval_requested",
-                        event_id=f"{decision.decision_id}:approval_requested",
-                        at=decision.decided_at,
+                        event_id=f"{decision_id}:approval_requested",
+                        at=_utc(entry["opened_at"]),
                         actor="escalation-gate",
-                        proposal_id=decision.proposal_id,
-                        decision_id=decision.decision_id,
+                        proposal_id=decision["proposal_id"],
+                        decision_id=decision_id,
                         data={
-                            "asked": list(self.policy.approval.approvers),
-                            "timeout_at": decision.approval_timeout_at.isoformat()
-                            if decision.approval_timeout_at
-                            else None,
-                            "change_record_required": decision.change_record_required,
+                            "asked": entry["asked"],
+                            "timeout_at": decision.get("approval_timeout_at"),
+                            "change_record_required": decision["change_record_required"],
                         },
-                        fields={"service": decision.proposal.action.target.service},
+                        fields={"service": entry["service"]},
                     )
             return
         if message.get("type") == "tick":
             decision_id = str(message["decision_id"])
             at = now or _utc(event.message.timestamp)
-            entry = self.pending.get(decision_id)
-            escalated = lifecycle.due_escalation(entry, at)
-            if escalated is None or entry is None:
+            pending = self.pending.get(decision_id)
+            escalated = lifecycle.due_escalation(pending, at)
+            if escalated is None or pending is None:
                 return
+            entry = pending
             self.pending[decision_id] = escalated
             self.page_oncall(
                 partition,
