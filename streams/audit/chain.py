@@ -174,37 +174,26 @@ def seal(
     by the hash; the body is. The same arguments always give the same event, byte
     for byte.
     """
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise AuditChainError(f"at: must be timezone-aware, got naive {at.isoformat()}")
-    indexed = {**fields, "kind": kind, "chain": head.chain}
-    if proposal_id is not None:
-        indexed["proposal_id"] = proposal_id
-    if decision_id is not None:
-        indexed["decision_id"] = decision_id
-    unsealed = AuditBody(
+    record, new_head = seal_json(
+        head,
         kind=kind,
         event_id=event_id,
-        chain=head.chain,
-        seq=head.seq + 1,
-        prev_hash=head.hash,
-        hash=GENESIS,  # placeholder: the hash leaves this field out
+        actor=actor,
         at=at,
         proposal_id=proposal_id,
         decision_id=decision_id,
-        actor=actor,
         data=dict(data),
-    )
-    digest = body_hash(unsealed.model_dump(mode="json"))
-    sealed = AuditEvent(
-        time=at.timestamp(),
+        fields=fields,
         host=host,
         source=source,
         sourcetype=sourcetype,
         index=index,
-        fields=indexed,
-        event=unsealed.model_copy(update={"hash": digest}),
     )
-    return sealed, ChainHead(chain=head.chain, seq=head.seq + 1, hash=digest)
+    # The validating path: what seal_json wrote must be a valid AuditEvent.
+    try:
+        return AuditEvent.model_validate_json(record), new_head
+    except ValueError as exc:
+        raise AuditChainError(f"cannot seal a {kind} event: {exc}") from exc
 
 
 def seal_json(

@@ -790,7 +790,3 @@ class Gate:
                 },
             ),
         ]
-
-
-async def _wait(seconds: float) -> None:  # pragma: no cover - used by the demo only
-    await asyncio.sleep(seconds)
