@@ -7,6 +7,7 @@ need them, so ``escalation explain`` starts fast.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,12 @@ from streams.errors import EscalationError, InputError, PolicyError
 from streams.settings import Settings
 
 EXIT_USAGE = 2
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{name} must be a finite number, got {value}")
+    return value
 
 
 def _fail(message: str) -> NoReturn:
@@ -190,14 +197,17 @@ def worker(ctx: click.Context, log_level: str) -> None:
 
 def _json_documents(path: str) -> list[tuple[str, bytes]]:
     """One JSON object, or JSON lines: ``(where, bytes)`` per document."""
-    from streams.files import read_bytes  # noqa: PLC0415
+    from streams.files import read_bytes, shown_path  # noqa: PLC0415
 
     raw = read_bytes(path, what="input")
+    name = shown_path(path)
     stripped = raw.strip()
+    if not stripped:
+        raise InputError(name, "no JSON documents")
     if stripped.startswith(b"{") and b"\n{" not in stripped:
-        return [(path, stripped)]
+        return [(name, stripped)]
     return [
-        (f"{path}:{number}", line)
+        (f"{name}:{number}", line)
         for number, line in enumerate(raw.splitlines(), start=1)
         if line.strip()
     ]
@@ -284,6 +294,7 @@ def history_import(ctx: click.Context, source: str) -> None:
 @click.option(
     "--rate",
     type=click.FloatRange(min=0.1, max=10_000),
+    callback=lambda _ctx, _param, value: _finite("--rate", value),
     default=5.0,
     show_default=True,
     help="Proposals per second.",
@@ -455,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("escalation: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        _fail(exc.format_message().replace("\n", " "))
+        _fail(" ".join(exc.format_message().split()))
     except PolicyError as exc:
         for line in exc.problems:
             click.echo(f"escalation: error: {line}", err=True)

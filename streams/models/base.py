@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -25,8 +26,19 @@ Fraction = Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Count = Annotated[StrictInt, Field(ge=0, le=2**31)]
 #: Automation level 0 (manual) to 4 (autonomous).
 Level = Annotated[StrictInt, Field(ge=0, le=4)]
-#: A timezone-aware instant (this is an audit product: naive datetimes are refused).
-Instant = AwareDatetime
+
+
+def _iso_only(value: object) -> object:
+    # Pydantic would read a JSON number as Unix seconds: 12345 is not a plausible
+    # instant for this product, and a producer sending one has a bug.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        msg = "an ISO 8601 date-time with a timezone is required, not a number"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError as a field error
+    return value
+
+
+#: A timezone-aware ISO 8601 instant (an audit product: naive datetimes are refused).
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 Bool = StrictBool
 
 SCHEMA_VERSION = 1

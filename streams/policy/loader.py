@@ -26,8 +26,13 @@ Path_ = tuple[str | int, ...]
 def _dotted(path: Path_) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = str(part) if str(part).isprintable() else repr(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out or "(document)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 class _Lines:
@@ -150,11 +155,19 @@ def parse_policy(text: str | bytes, *, source: str = "policy.yaml") -> Policy:
     try:
         root = yaml.compose(raw, Loader=yaml.SafeLoader)
         data = yaml.safe_load(raw)
+    except yaml.reader.ReaderError as exc:
+        raise PolicyError(
+            f"{source}:1: not valid YAML: {_one_line(exc.reason)} at byte {exc.position}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(f"{source}:{line}: not valid YAML: {problem}") from None
+        raise PolicyError(f"{source}:{line}: not valid YAML: {_one_line(problem)}") from None
+    except RecursionError:
+        raise PolicyError(f"{source}:1: not valid YAML: nested too deeply") from None
+    except ValueError as exc:  # PyYAML's date constructor: 2027-02-30
+        raise PolicyError(f"{source}:1: not valid YAML: {_one_line(str(exc))}") from None
     lines = _Lines(root)
     problems = [
         f"{source}:{line}: {_dotted(path)} is defined twice" for path, line in lines.duplicates

@@ -24,8 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.errors import InputError, PolicyError
+from streams.files import shown_path
 from streams.models.decision import LEVEL_NAMES
-from streams.policy.loader import parse_policy
+from streams.policy import parse_policy
 from streams.review.diff import LESS, MORE, NEUTRAL, diff_policies
 from streams.review.policytest import CaseResult, parse_case_file, run_case
 from streams.review.replay import LEVELS, Record, ReplayReport
@@ -69,9 +70,9 @@ def load_policy(path: str | Path) -> Policy:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        _fail(f"{path}: cannot read policy: {exc.strerror or exc}")
+        _fail(f"{shown_path(path)}: cannot read policy: {exc.strerror or exc}")
     try:
-        return parse_policy(raw, source=str(path))
+        return parse_policy(raw, source=shown_path(path))
     except PolicyError as exc:
         for line in exc.problems:
             click.echo(line, err=True)

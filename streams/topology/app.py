@@ -196,7 +196,7 @@ class Gate:
             return
         try:
             policy = parse_policy(text, source=f"control:{value.get('by', '?')}")
-        except PolicyError:
+        except Exception:
             # Validated before it was stored; a bad value here keeps the old policy.
             log.exception("stored policy does not validate; keeping v%s", self.policy.version)
             return
@@ -512,9 +512,11 @@ class Gate:
             text = command.policy_yaml or ""
             try:
                 policy = parse_policy(text, source=f"control:{command.user}")
-            except PolicyError as exc:
+            except Exception as exc:  # any failure to parse is a rejection, never a crash
                 kind = "policy_rejected"
-                data["problems"] = exc.problems
+                data["problems"] = (
+                    exc.problems if isinstance(exc, PolicyError) else [f"{type(exc).__name__}"]
+                )
                 self.metrics.policy_rejected.inc()
             else:
                 kind = "policy_load"
