@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_APPROVAL_SECRET = "change-me-approval-channel-secret"  # noqa: S105 - a named placeholder
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "escalation-policy.yaml"
 
 
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
         default=256 * 1024, ge=1024, description="Larger input goes to the dead-letter topic."
     )
     approval_secret: SecretStr = Field(
-        default=SecretStr("change-me-approval-channel-secret"),
+        default=SecretStr(DEFAULT_APPROVAL_SECRET),
         description="HMAC-SHA256 secret of the approval channel.",
     )
     audit_host: str = Field(default="escalation-gate", description="HEC envelope host.")

@@ -9,7 +9,7 @@ from typing import Any
 
 from streams.metrics import Metrics
 from streams.models import ControlCommand, encode
-from streams.settings import Settings
+from streams.settings import DEFAULT_APPROVAL_SECRET, Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,11 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
 
     from streams.kafka.admin import create_topics, wait_for_broker  # noqa: PLC0415
 
+    if settings.approval_secret.get_secret_value() == DEFAULT_APPROVAL_SECRET:
+        log.warning(
+            "ESCALATION_APPROVAL_SECRET is the built-in default: anyone who reads the source "
+            "can sign approvals. Set a secret of your own before production."
+        )
     wait_for_broker(bootstrap, timeout=60.0)
     create_topics(settings, bootstrap)
     metrics = Metrics()
