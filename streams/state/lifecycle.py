@@ -144,13 +144,11 @@ def due_escalation(entry: Entry | None, now: dt.datetime) -> Entry | None:
     }
 
 
-def is_due(entry: Any, now_epoch: float) -> bool:
-    """Cheap check for the timer's scan (no copy)."""
+def is_open_approval(entry: Entry) -> bool:
+    """An approval still waiting for a human that may escalate again."""
     return (
-        isinstance(entry, dict)
-        and entry.get("status") == "open"
+        entry.get("status") == "open"
         and entry.get("level") == 2
         and "timeout_at" in entry
-        and now_epoch >= float(entry["timeout_at"])
         and int(entry.get("escalations", 0)) < int(entry.get("max_escalations", 1))
     )

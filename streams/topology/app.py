@@ -92,6 +92,10 @@ class Gate:
             # A rebalance waits this long for every member to rejoin; a member killed
             # with SIGKILL never does, and its partitions wait with it (default 60 s).
             broker_rebalance_timeout=15.0,
+            # Batch produce requests for 5 ms: measured +40% throughput for the gate and
+            # for a plain Faust forwarder alike (bench/README.md), well inside the
+            # latency budget.
+            producer_linger=0.005,
             producer_acks=-1,
             stream_wait_empty=True,
             table_standby_replicas=0,
@@ -122,7 +126,14 @@ class Gate:
         self.audit_heads = self.app.Table("audit-heads", **table_args)
         self.pending = self.app.Table("pending", **table_args)
         self._synced_heads: dict[str, ChainHead] = {}
+        self._heads: dict[str, ChainHead] = {}
+        self._checkpointed: dict[str, float] = {}
+        # Open approvals by deadline, so the timer does not scan the pending table.
+        self._deadlines: dict[str, float] = {}
+        self._deadlines_loaded = False
         self._overdue_logged = -1e9
+        self._resynced = asyncio.Event()
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
         self._ticked: dict[str, float] = {}
 
@@ -157,23 +168,42 @@ class Gate:
                 policy.policy.next_review,
             )
 
+    async def _on_revoked(self, _sender: Any, *_args: Any, signal: Any, **_kw: Any) -> None:
+        """Stop sealing audit events until the heads of the new assignment are known."""
+        del signal
+        self._resynced.clear()
+
     async def _on_assigned(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
-        """Re-sync the heads of the audit chains this worker now writes."""
+        """Re-sync the heads of the audit chains this worker now writes.
+
+        Agents wait (``_audit_ready``) until this is done, so no event is sealed on a
+        head that another worker moved on while this one did not own the partition.
+        """
         from streams.topology.resync import last_heads  # noqa: PLC0415
 
         del signal
+        self._resynced.clear()
         assigned: set[Any] = args[0] if args else set()
         partitions = {
             tp.partition for tp in assigned if tp.topic == self.t_proposals.get_topic_name()
         }
+        self._heads.clear()
+        self._synced_heads.clear()
+        self._deadlines_loaded = False
         try:
             heads = await asyncio.get_running_loop().run_in_executor(
                 None, last_heads, self.bootstrap, self.t_audit.get_topic_name(), partitions
             )
         except Exception:
             log.exception("audit head re-sync failed; continuing from the table")
-            return
-        self._synced_heads.update(heads)
+        else:
+            self._synced_heads.update(heads)
+        finally:
+            self._resynced.set()
+
+    async def _audit_ready(self) -> None:
+        if not self._resynced.is_set():
+            await self._resynced.wait()
 
     async def _start_mirror(self) -> None:
         await self.mirror.start()
@@ -224,11 +254,13 @@ class Gate:
         cannot interleave inside it.
         """
         chain = f"p{partition}"
-        stored = self.audit_heads.get(chain)
-        head = ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
-        synced = self._synced_heads.get(chain)
-        if synced is not None and synced.seq > head.seq:
-            head = synced  # the topic is ahead of the table: continue from the topic
+        head = self._heads.get(chain)
+        if head is None:  # first event since this worker got the partition
+            stored = self.audit_heads.get(chain)
+            head = ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
+            synced = self._synced_heads.pop(chain, None)
+            if synced is not None and synced.seq > head.seq:
+                head = synced  # the topic is ahead of the table: continue from the topic
         record, new_head = seal_json(
             head,
             kind=kind,
@@ -242,7 +274,15 @@ class Gate:
             host=self.settings.audit_host,
             index=self.settings.audit_index,
         )
-        self.audit_heads[chain] = new_head.to_dict()
+        self._heads[chain] = new_head
+        # The audit topic is the chain's own log: its last record is the head, and a
+        # worker re-syncs from it on assignment. The table is a checkpoint, written at
+        # most once a second per chain instead of once per event (one changelog
+        # record less per event).
+        now = time.monotonic()
+        if now - self._checkpointed.get(chain, -1e9) >= 1.0:
+            self._checkpointed[chain] = now
+            self.audit_heads[chain] = new_head.to_dict()
         self.t_audit.send_soon(key=chain.encode(), value=record, partition=partition)
         self.metrics.audit_events.labels(kind).inc()
 
@@ -310,6 +350,7 @@ class Gate:
     async def _proposals(self, stream: Any) -> None:
         await self.mirror.ready.wait()
         async for event in stream.events():
+            await self._audit_ready()
             proposal = self.decode_or_dlq(event, Proposal, "proposals")
             if proposal is None:
                 continue
@@ -408,6 +449,7 @@ class Gate:
 
     async def _outcomes(self, stream: Any) -> None:
         async for event in stream.events():
+            await self._audit_ready()
             outcome = self.decode_or_dlq(event, Outcome, "outcomes")
             if outcome is not None:
                 self.on_outcome(event, outcome)
@@ -472,6 +514,7 @@ class Gate:
 
     async def _budgets(self, stream: Any) -> None:
         async for event in stream.events():
+            await self._audit_ready()
             update = self.decode_or_dlq(event, ErrorBudgetUpdate, "error-budgets")
             if update is not None:
                 self.send_state(
@@ -482,6 +525,7 @@ class Gate:
 
     async def _control(self, stream: Any) -> None:
         async for event in stream.events():
+            await self._audit_ready()
             command = self.decode_or_dlq(event, ControlCommand, "control")
             if command is not None:
                 self.on_control(event, command)
@@ -586,6 +630,7 @@ class Gate:
     async def _lifecycle(self, stream: Any) -> None:
         approvals_topic = self.settings.topic("approvals")
         async for event in stream.events():
+            await self._audit_ready()
             try:
                 if event.message.topic == approvals_topic:
                     answer = self.decode_or_dlq(event, ApprovalResponse, "approvals")
@@ -609,6 +654,7 @@ class Gate:
             if decision_id not in self.pending:  # a redelivery keeps the first
                 entry = lifecycle.open_entry(decision, self.policy)
                 self.pending[decision_id] = entry
+                self._track_deadline(entry)
                 if decision["level"] == 2:
                     self.audit(
                         partition,
@@ -635,6 +681,7 @@ class Gate:
                 return
             entry = pending
             self.pending[decision_id] = escalated
+            self._track_deadline(escalated)
             self.page_oncall(
                 partition,
                 reason="approval_timeout",
@@ -665,6 +712,7 @@ class Gate:
         partition = event.message.partition
         if verdict.entry is not None:
             self.pending[answer.decision_id] = verdict.entry
+            self._track_deadline(verdict.entry)
         base = {
             "kind": answer.kind,
             "user": answer.user,
@@ -745,16 +793,30 @@ class Gate:
             fields={"service": entry["service"], "command": command},
         )
 
+    def _track_deadline(self, entry: dict[str, Any]) -> None:
+        """Keep the timer's index of open approvals in step with a pending entry."""
+        if lifecycle.is_open_approval(entry):
+            self._deadlines[entry["decision_id"]] = float(entry["timeout_at"])
+        else:
+            self._deadlines.pop(entry["decision_id"], None)
+
     async def _tick(self) -> None:
         """Find approvals whose timeout passed and hand each to the lifecycle agent.
 
         A timer has no source event, so it cannot write tables itself; it sends a
         ``tick`` keyed by the decision id and the agent re-checks and escalates.
-        Pending entries live in a changelogged table, so a restarted worker resumes.
+        Pending entries live in a changelogged table, so a restarted worker resumes:
+        after every assignment the index of deadlines is rebuilt from the table once.
         """
+        if not self._deadlines_loaded:
+            self._deadlines_loaded = True
+            self._deadlines.clear()
+            for entry in list(self.pending.values()):
+                if isinstance(entry, dict):
+                    self._track_deadline(entry)
         now = time.time()
-        for decision_id, entry in list(self.pending.items()):
-            if lifecycle.is_due(entry, now) and now - self._ticked.get(decision_id, 0.0) > 2.0:
+        for decision_id, deadline in list(self._deadlines.items()):
+            if now >= deadline and now - self._ticked.get(decision_id, 0.0) > 2.0:
                 self._ticked[decision_id] = now
                 await self.t_lifecycle.send(
                     key=decision_id.encode(),
