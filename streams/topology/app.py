@@ -197,7 +197,9 @@ class Gate:
         except Exception:
             log.exception("audit head re-sync failed; continuing from the table")
         else:
-            self._synced_heads.update(heads)
+            for partition in partitions:
+                chain = f"p{partition}"
+                self._synced_heads[chain] = heads.get(chain, ChainHead.empty(chain))
         finally:
             self._resynced.set()
 
@@ -256,11 +258,14 @@ class Gate:
         chain = f"p{partition}"
         head = self._heads.get(chain)
         if head is None:  # first event since this worker got the partition
-            stored = self.audit_heads.get(chain)
-            head = ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
             synced = self._synced_heads.pop(chain, None)
-            if synced is not None and synced.seq > head.seq:
-                head = synced  # the topic is ahead of the table: continue from the topic
+            if synced is not None:
+                # The topic's last record is the truth, ahead of the checkpoint or behind
+                # it (an event sealed but lost in a crash never happened).
+                head = synced
+            else:  # the re-sync could not read the topic: fall back to the checkpoint
+                stored = self.audit_heads.get(chain)
+                head = ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
         record, new_head = seal_json(
             head,
             kind=kind,

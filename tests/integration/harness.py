@@ -74,7 +74,14 @@ class Worker:
         }
         log = (self.data_dir / "worker.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--log-level",
+                os.environ.get("ESCALATION_TEST_WORKER_LOG_LEVEL", "WARNING"),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
