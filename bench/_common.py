@@ -1,0 +1,463 @@
+"""Shared parts of the pipeline benchmark: processes, producers, a collector, figures.
+
+Everything here is bounded: every wait takes a deadline, every child process is
+started in its own session with a parent-death signal (it dies with the benchmark
+even after a SIGKILL) and is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from streams.kafka.admin import CLIENT_LOG, admin_client
+
+_PR_SET_PDEATHSIG = 1
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class DeadlineExceededError(Exception):
+    """The benchmark's overall deadline passed."""
+
+
+class Deadline:
+    """One overall deadline; every wait asks it how long it may wait."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def cap(self, seconds: float) -> float:
+        """``seconds``, or less if the deadline comes first (raises once it has passed)."""
+        left = self.remaining()
+        if left <= 0:
+            raise DeadlineExceededError(f"overall deadline of {self.seconds:g}s passed")
+        return min(seconds, left)
+
+
+# ----------------------------------------------------------------------- processes
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(command: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None) -> Any:
+    """A child in its own session (Ctrl-C reaches only us) that dies with this process."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+        )
+
+
+def stop(process: Any, timeout: float = 30.0) -> int | None:
+    """SIGTERM the child, wait, then SIGKILL it; its exit code."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+    return process.returncode
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of a process (``VmRSS``), KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (every thread), seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_kib(self.pid)
+            if value is not None:
+                self.samples.append((time.perf_counter(), value))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def peak(self, since: float = 0.0) -> int | None:
+        values = [kib for t, kib in self.samples if t >= since]
+        return max(values) if values else None
+
+
+def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus endpoint on loopback."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    try:
+        return metrics(port).get((name, tuple(sorted(labels.items()))), 0.0)
+    except OSError:
+        return 0.0
+
+
+def wait_until(
+    condition: Any, *, timeout: float, deadline: Deadline, interval: float = 0.05
+) -> bool:
+    """Poll ``condition`` until true, ``timeout`` or the overall deadline."""
+    end = time.monotonic() + deadline.cap(timeout)
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(min(interval, max(0.0, end - time.monotonic())))
+        deadline.cap(1.0)  # raises once the overall deadline passed
+
+
+# ------------------------------------------------------------------------- kafka
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Plain topics (for the baselines), ``partitions`` each; existing ones are kept."""
+    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
+
+    admin = admin_client(bootstrap)  # kept alive until every future has resolved
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
+        operation_timeout=30,
+        request_timeout=30,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"topic {name}: {exc}") from exc
+
+
+class LagProbe:
+    """Committed-offset lag of a consumer group on some topics (it does not join the group)."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "logger": CLIENT_LOG,
+            }
+        )
+        metadata = self._consumer.list_topics(timeout=10)
+        self._partitions = [
+            TopicPartition(t, p) for t in topics if t in metadata.topics
+            for p in metadata.topics[t].partitions
+        ]  # fmt: skip
+
+    def lag(self) -> int | None:
+        """Messages not yet committed by the group, or None when the broker did not answer."""
+        try:
+            total = 0
+            for tp in self._consumer.committed(self._partitions, timeout=10):
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+                total += high - max(tp.offset, 0)
+        except Exception:
+            return None
+        return total
+
+    def wait_zero(self, *, timeout: float, deadline: Deadline) -> float | None:
+        """Wait until the lag is 0; the ``perf_counter`` instant it was seen, or None."""
+        seen: list[float] = []
+
+        def zero() -> bool:
+            if self.lag() == 0:
+                seen.append(time.perf_counter())
+                return True
+            return False
+
+        wait_until(zero, timeout=timeout, deadline=deadline, interval=0.2)
+        return seen[0] if seen else None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+
+
+def records_by_topic(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Records ever written to each topic whose name starts with ``prefix``."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-offsets", "logger": CLIENT_LOG}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        return {
+            name: sum(
+                consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in topic.partitions
+            )
+            for name, topic in metadata.topics.items()
+            if name.startswith(prefix)
+        }
+    except Exception:
+        return {}
+    finally:
+        consumer.close()
+
+
+def producer(bootstrap: str, *, linger_ms: int) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_000_000,
+            "logger": CLIENT_LOG,
+            "log.connection.close": False,
+        }
+    )
+
+
+Item = tuple[str, bytes, bytes]  # proposal id, key, value
+
+
+@dataclass
+class Sent:
+    """Send instants (``perf_counter``) by proposal id, and delivery failures."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failures.append(str(err))
+
+
+def produce_fast(prod: Producer, topic: str, items: list[Item], sent: Sent) -> float:
+    """Produce every item as fast as the client takes them; returns the seconds it took."""
+    start = time.perf_counter()
+    for number, (pid, key, value) in enumerate(items):
+        sent.at[pid] = time.perf_counter()
+        while True:
+            try:
+                prod.produce(topic, value=value, key=key, on_delivery=sent.delivered)
+                break
+            except BufferError:
+                prod.poll(0.05)
+        if number % 1000 == 0:
+            prod.poll(0)
+    remaining = prod.flush(60)
+    if remaining:
+        sent.failures.append(f"{remaining} not delivered within 60s")
+    return time.perf_counter() - start
+
+
+def produce_paced(
+    prod: Producer,
+    topic: str,
+    items: Iterable[Item],
+    sent: Sent,
+    *,
+    rate: float,
+    stop: threading.Event | None = None,
+) -> float:
+    """Produce at ``rate`` per second on a fixed schedule; returns the seconds it took."""
+    start = time.perf_counter()
+    for number, (pid, key, value) in enumerate(items):
+        if stop is not None and stop.is_set():
+            break
+        due = start + number / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent.at[pid] = time.perf_counter()
+        prod.produce(topic, value=value, key=key, on_delivery=sent.delivered)
+        prod.poll(0)
+    prod.flush(60)
+    return time.perf_counter() - start
+
+
+class Collector:
+    """Reads output topics from the beginning in a thread; first arrival per proposal id."""
+
+    def __init__(self, bootstrap: str, topics: list[str], partitions: int) -> None:
+        self.first: dict[str, float] = {}
+        self.counts: Counter[str] = Counter()
+        self.levels: dict[str, tuple[int, str]] = {}
+        self.other = 0  # messages that are not decisions (execute/abort commands)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 20,
+                "logger": CLIENT_LOG,
+                "log.connection.close": False,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)]
+        )
+        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> Collector:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                # poll() returns as soon as one message is there (consume() would wait
+                # for its whole batch or its timeout: up to 50 ms added to a latency);
+                # then take whatever else is already fetched without waiting.
+                first = self._consumer.poll(0.05)
+                if first is None:
+                    continue
+                now = time.perf_counter()
+                messages = [first, *self._consumer.consume(num_messages=2000, timeout=0)]
+                parsed = []
+                for message in messages:
+                    if message.error() is not None or not message.value():
+                        continue
+                    value = orjson.loads(message.value())
+                    parsed.append(value)
+                with self._lock:
+                    for value in parsed:
+                        kind = value.get("type")
+                        if kind not in (None, "decision"):
+                            self.other += 1
+                            continue
+                        pid = value.get("proposal_id")
+                        self.counts[pid] += 1
+                        if pid not in self.first:
+                            self.first[pid] = now
+                            if kind == "decision":
+                                self.levels[pid] = (value["level"], value["deciding_rule"])
+        except Exception as exc:  # surfaced by the waits
+            self.error = repr(exc)
+
+    def have(self, ids: list[str]) -> int:
+        with self._lock:
+            return sum(1 for pid in ids if pid in self.first)
+
+    def wait_for(self, ids: list[str], *, timeout: float, deadline: Deadline) -> bool:
+        def done() -> bool:
+            if self.error:
+                raise RuntimeError(f"collector failed: {self.error}")
+            return self.have(ids) == len(ids)
+
+        return wait_until(done, timeout=timeout, deadline=deadline, interval=0.02)
+
+    def arrivals(self, ids: list[str]) -> list[float]:
+        with self._lock:
+            return [self.first[pid] for pid in ids if pid in self.first]
+
+    def duplicates(self, ids: list[str]) -> int:
+        with self._lock:
+            return sum(max(0, self.counts[pid] - 1) for pid in ids)
+
+
+# ------------------------------------------------------------------------ figures
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, round(q / 100 * len(sorted_values) + 0.5 - 1e-9))
+    return sorted_values[min(len(sorted_values), rank) - 1]
+
+
+def latency_summary(sent: dict[str, float], collector: Collector) -> dict[str, Any]:
+    """p50/p95/p99/max in milliseconds of send -> first arrival, over the ids sent."""
+    ids = list(sent)
+    with collector._lock:  # noqa: SLF001 - same module
+        values = sorted(
+            (collector.first[pid] - sent[pid]) * 1000 for pid in ids if pid in collector.first
+        )
+    return {
+        "count": len(values),
+        "missing": len(ids) - len(values),
+        "p50_ms": percentile(values, 50),
+        "p95_ms": percentile(values, 95),
+        "p99_ms": percentile(values, 99),
+        "max_ms": values[-1] if values else float("nan"),
+        "mean_ms": sum(values) / len(values) if values else float("nan"),
+    }
