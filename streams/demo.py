@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -56,6 +57,41 @@ def seed(settings: Settings, bootstrap: str, now: dt.datetime) -> None:
     producer.flush(30)
 
 
+def _applied(port: int) -> dict[str, float]:
+    import urllib.request  # noqa: PLC0415
+
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    body = urllib.request.urlopen(url, timeout=2).read().decode()
+    return {
+        sample.labels.get("table", ""): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "escalation_state_updates_applied_total"
+    }
+
+
+def wait_for_state(
+    port_file: Path, worker: subprocess.Popen[bytes], now: dt.datetime, timeout: float = 120.0
+) -> None:
+    """Until the worker has folded the seeded state (else the first decisions are novel)."""
+    want = {
+        "history": len(samples.history_records(now)),
+        "budgets": len(samples.budgets(now)),
+        "requalification": len(samples.requalifications(now)),
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            applied = _applied(int(port_file.read_text()))
+        except (OSError, ValueError):
+            applied = {}
+        if all(applied.get(table, 0) >= count for table, count in want.items()):
+            return
+        threading.Event().wait(0.2)
+
+
 def start_worker(
     settings: Settings, bootstrap: str, data_dir: Path, **env: str
 ) -> subprocess.Popen[bytes]:
@@ -66,6 +102,7 @@ def start_worker(
         "ESCALATION_TOPIC_PREFIX": settings.topic_prefix,
         "ESCALATION_DATA_DIR": str(data_dir),
         "ESCALATION_METRICS_PORT": str(settings.metrics_port),
+        "ESCALATION_METRICS_PORT_FILE": str(data_dir / "metrics.port"),
         "ESCALATION_POLICY_FILE": str(settings.policy_file),
         **env,
     }
@@ -107,6 +144,8 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         console.print(f"worker pid {worker.pid}; metrics on :{settings.metrics_port}/metrics")
         now = dt.datetime.now(tz=dt.UTC)
         seed(settings, bootstrap, now)
+        console.print("waiting for the worker to fold the seeded history ...")
+        wait_for_state(work / "worker" / "metrics.port", worker, now)
         consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
