@@ -97,7 +97,10 @@ class Gate:
             # latency per hop (bench/README.md).
             producer_linger=0.005,
             producer_acks=-1,
-            stream_wait_empty=True,
+            # Do not make a rebalance wait for in-flight events: an agent may be waiting
+            # for the audit re-sync of the *next* assignment (deadlock until timeout).
+            # Events of partitions this worker lost are skipped instead (_owns).
+            stream_wait_empty=False,
             table_standby_replicas=0,
             key_serializer="raw",
             value_serializer="raw",
@@ -203,9 +206,12 @@ class Gate:
         finally:
             self._resynced.set()
 
-    async def _audit_ready(self) -> None:
+    async def _owns(self, event: Any) -> bool:
+        """Wait for the audit re-sync of a new assignment; False if the event's partition
+        was revoked meanwhile (its new owner processes it from the committed offset)."""
         if not self._resynced.is_set():
             await self._resynced.wait()
+        return event.message.tp in self.app.consumer.assignment()
 
     async def _start_mirror(self) -> None:
         await self.mirror.start()
@@ -355,7 +361,8 @@ class Gate:
     async def _proposals(self, stream: Any) -> None:
         await self.mirror.ready.wait()
         async for event in stream.events():
-            await self._audit_ready()
+            if not await self._owns(event):
+                continue
             proposal = self.decode_or_dlq(event, Proposal, "proposals")
             if proposal is None:
                 continue
@@ -456,7 +463,8 @@ class Gate:
 
     async def _outcomes(self, stream: Any) -> None:
         async for event in stream.events():
-            await self._audit_ready()
+            if not await self._owns(event):
+                continue
             outcome = self.decode_or_dlq(event, Outcome, "outcomes")
             if outcome is not None:
                 self.on_outcome(event, outcome)
@@ -521,7 +529,8 @@ class Gate:
 
     async def _budgets(self, stream: Any) -> None:
         async for event in stream.events():
-            await self._audit_ready()
+            if not await self._owns(event):
+                continue
             update = self.decode_or_dlq(event, ErrorBudgetUpdate, "error-budgets")
             if update is not None:
                 self.send_state(
@@ -532,7 +541,8 @@ class Gate:
 
     async def _control(self, stream: Any) -> None:
         async for event in stream.events():
-            await self._audit_ready()
+            if not await self._owns(event):
+                continue
             command = self.decode_or_dlq(event, ControlCommand, "control")
             if command is not None:
                 self.on_control(event, command)
@@ -637,7 +647,8 @@ class Gate:
     async def _lifecycle(self, stream: Any) -> None:
         approvals_topic = self.settings.topic("approvals")
         async for event in stream.events():
-            await self._audit_ready()
+            if not await self._owns(event):
+                continue
             try:
                 if event.message.topic == approvals_topic:
                     answer = self.decode_or_dlq(event, ApprovalResponse, "approvals")
