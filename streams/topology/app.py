@@ -44,11 +44,13 @@ from streams.models import (
     decode,
     encode,
 )
-from streams.models.codec import canonical_json
-from streams.policy import Policy, evaluate, parse_policy
+from streams.models.codec import canonical_json, parse_json
+from streams.policy import Policy, decision_id_for, evaluate, parse_policy
 from streams.settings import Settings
 from streams.signing import signature_ok
 from streams.state import lifecycle, reducers
+from streams.topology.mirror import Mirror
+from streams.topology.resync import last_heads
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +142,6 @@ class Gate:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
         self._ticked: dict[str, float] = {}
 
-        from streams.topology.mirror import Mirror  # noqa: PLC0415
-
         self.mirror = Mirror(bootstrap, topic("state"))
         self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
         self.mirror.listeners.append(self._on_state)
@@ -182,8 +182,6 @@ class Gate:
         Agents wait (``_audit_ready``) until this is done, so no event is sealed on a
         head that another worker moved on while this one did not own the partition.
         """
-        from streams.topology.resync import last_heads  # noqa: PLC0415
-
         del signal
         self._resynced.clear()
         assigned: set[Any] = args[0] if args else set()
@@ -378,8 +376,6 @@ class Gate:
         now = _utc(message.timestamp)
         policy = self.policy
         service = proposal.action.target.service
-        from streams.policy import decision_id_for  # noqa: PLC0415
-
         decision_id = decision_id_for(proposal)
         mirror = self.mirror
         hkey = reducers.history_key(proposal.pattern, proposal.action.type)
@@ -662,8 +658,6 @@ class Gate:
 
     def on_lifecycle(self, event: Any, *, now: dt.datetime | None = None) -> None:
         """An internal ``open`` (a new L2/L3 decision) or ``tick`` (a timer fired)."""
-        from streams.models.codec import parse_json  # noqa: PLC0415
-
         message = parse_json(event.message.value)
         partition = event.message.partition
         if message.get("type") == "open":
