@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often approval timeouts are checked."
     )
+    linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="How long the output producer waits to fill a batch (librdkafka linger.ms).",
+    )
     metrics_addr: str = Field(default="127.0.0.1", description="Prometheus bind address.")
     metrics_port_file: Path | None = Field(
         default=None, description="Write the bound metrics port here (for port 0)."

@@ -19,7 +19,9 @@ import base64
 import datetime as dt
 import hashlib
 import logging
+import os
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import faust
@@ -28,6 +30,7 @@ from pydantic import BaseModel
 
 from streams.audit.chain import ChainHead, seal_json
 from streams.errors import InputError, PolicyError
+from streams.kafka.sink import DeliveryError, Sink
 from streams.metrics import Metrics
 from streams.models import (
     ApprovalResponse,
@@ -109,23 +112,26 @@ class Gate:
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         topic = settings.topic
+        # Inputs are Faust topics (agents consume them); outputs are topic names for
+        # the sink (streams/kafka/sink.py), which writes every record the gate emits.
         self.t_proposals = self.app.topic(topic("proposals"), **raw)
         self.t_outcomes = self.app.topic(topic("outcomes"), **raw)
         self.t_budgets = self.app.topic(topic("error-budgets"), **raw)
         self.t_control = self.app.topic(topic("control"), **raw)
-        self.t_state = self.app.topic(topic("state"), internal=True, **raw)
-        self.t_audit = self.app.topic(topic("audit"), **raw)
-        self.t_dlq = self.app.topic(topic("dlq"), **raw)
-        self.t_oncall = self.app.topic(topic("oncall"), **raw)
-        self.t_approvals = self.app.topic(topic("approvals"), **raw)
-        self.t_lifecycle = self.app.topic(topic("lifecycle"), internal=True, **raw)
         # Answers and the decisions they answer, both keyed by decision id: one agent,
         # co-partitioned, so the pending entry and its answers meet on one worker.
         self.t_answers = self.app.topic(topic("lifecycle"), topic("approvals"), **raw)
+        self.audit_topic = topic("audit")
+        self.state_topic = topic("state")
+        self.lifecycle_topic = topic("lifecycle")
+        self.dlq_topic = topic("dlq")
+        self.oncall_topic = topic("oncall")
         self.routes = {
-            route: self.app.topic(topic(f"decisions.{route}"), **raw)
+            route: topic(f"decisions.{route}")
             for route in ("execute", "approve", "assist", "manual")
         }
+        self.sink = Sink(bootstrap, linger_ms=settings.linger_ms)
+        self.sink.on_fatal = self._fatal
         # Keys and values are JSON in the changelogs (faust picks "json" for str keys).
         table_args: dict[str, Any] = {"key_type": str, "partitions": settings.partitions}
         self.audit_heads = self.app.Table("audit-heads", **table_args)
@@ -172,9 +178,21 @@ class Gate:
             )
 
     async def _on_revoked(self, _sender: Any, *_args: Any, signal: Any, **_kw: Any) -> None:
-        """Stop sealing audit events until the heads of the new assignment are known."""
+        """Stop sealing audit events until the heads of the new assignment are known,
+        and put every record already sealed on the broker before the partitions move:
+        their next owner re-syncs its chain heads from the audit topic."""
         del signal
         self._resynced.clear()
+        left = await self.sink.flush(seconds=10.0)
+        if left:
+            log.warning("%d records still queued when partitions were revoked", left)
+
+    def _fatal(self, error: DeliveryError) -> None:
+        """A record could not be written: exit before the input that caused it is
+        acknowledged, so that it is processed again after the restart."""
+        log.critical("%s; exiting so that the unacknowledged input is redelivered", error)
+        logging.shutdown()
+        os._exit(70)  # EX_SOFTWARE: no finalisers, no offset commit on the way out
 
     async def _on_assigned(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
         """Re-sync the heads of the audit chains this worker now writes.
@@ -193,7 +211,7 @@ class Gate:
         self._deadlines_loaded = False
         try:
             heads = await asyncio.get_running_loop().run_in_executor(
-                None, last_heads, self.bootstrap, self.t_audit.get_topic_name(), partitions
+                None, last_heads, self.bootstrap, self.audit_topic, partitions
             )
         except Exception:
             log.exception("audit head re-sync failed; continuing from the table")
@@ -292,7 +310,7 @@ class Gate:
         if now - self._checkpointed.get(chain, -1e9) >= 1.0:
             self._checkpointed[chain] = now
             self.audit_heads[chain] = new_head.to_dict()
-        self.t_audit.send_soon(key=chain.encode(), value=record, partition=partition)
+        self.sink.produce(self.audit_topic, record, key=chain.encode(), partition=partition)
         self.metrics.audit_events.labels(kind).inc()
 
     def dead_letter(self, event: Any, error: InputError | Exception, logical_topic: str) -> None:
@@ -311,7 +329,7 @@ class Gate:
             value_b64=base64.b64encode(value).decode(),
             received_at=_utc(message.timestamp or time.time()),
         )
-        self.t_dlq.send_soon(key=message.key, value=encode(letter))
+        self.sink.produce(self.dlq_topic, encode(letter), key=message.key)
         self.metrics.dead_letters.labels(reason, logical_topic).inc()
         self.audit(
             message.partition,
@@ -351,24 +369,65 @@ class Gate:
         if source is not None and "id" not in full:
             m = source.message
             full["id"] = f"{m.topic}:{m.partition}:{m.offset}:{table}"
-        self.t_state.send_soon(key=f"{table}|{key}".encode(), value=canonical_json(full))
+        self.sink.produce(self.state_topic, canonical_json(full), key=f"{table}|{key}".encode())
         return full
 
     # ------------------------------------------------------------------ agents
 
+    async def _consume(
+        self, stream: Any, logical_topic: str, handle: Callable[[Any], None]
+    ) -> None:
+        """Handle every event of ``stream`` this worker owns, and acknowledge it only
+        once everything it caused is on the broker (at-least-once).
+
+        Events are handled as they arrive; acknowledgements trail behind, one delivery
+        barrier (``Sink.delivered``) at a time, in a task of their own: the agent never
+        waits for the broker, and Faust commits only offsets whose outputs are written.
+        An exception in ``handle`` dead-letters the event (a bug must not lose it); a
+        record that cannot be written stops the worker before anything is acknowledged.
+        """
+        stream = stream.noack()
+        handled: list[Any] = []
+        wake = asyncio.Event()
+
+        async def acknowledge() -> None:
+            while True:
+                await wake.wait()
+                wake.clear()
+                events = handled[:]
+                handled.clear()
+                await self.sink.delivered()
+                for event in events:
+                    await stream.ack(event)
+
+        acker = asyncio.create_task(acknowledge(), name=f"ack-{logical_topic}")
+        try:
+            async for event in stream.events():
+                # Events of a partition revoked meanwhile are acknowledged unhandled:
+                # a commit for a partition the worker lost is discarded by Faust.
+                if await self._owns(event):
+                    try:
+                        handle(event)
+                    except DeliveryError as exc:
+                        self._fatal(exc)
+                    except Exception as exc:
+                        log.exception(
+                            "%s: message at offset %d failed", logical_topic, event.message.offset
+                        )
+                        self.dead_letter(event, exc, logical_topic)
+                handled.append(event)
+                wake.set()
+        finally:
+            acker.cancel()
+
     async def _proposals(self, stream: Any) -> None:
         await self.mirror.ready.wait()
-        async for event in stream.events():
-            if not await self._owns(event):
-                continue
-            proposal = self.decode_or_dlq(event, Proposal, "proposals")
-            if proposal is None:
-                continue
-            try:
-                self.decide(event, proposal)
-            except Exception as exc:  # a bug must not lose the message: dead-letter it
-                log.exception("deciding %s failed", proposal.proposal_id)
-                self.dead_letter(event, exc, "proposals")
+        await self._consume(stream, "proposals", self.on_proposal)
+
+    def on_proposal(self, event: Any) -> None:
+        proposal = self.decode_or_dlq(event, Proposal, "proposals")
+        if proposal is not None:
+            self.decide(event, proposal)
 
     def decide(self, event: Any, proposal: Proposal) -> Decision:
         """Enrich, evaluate, route, audit: one proposal."""
@@ -416,12 +475,14 @@ class Gate:
             fields={k: fields[k] for k in ("service", "ai_system", "pattern", "action_type")},
         )
         body = orjson.dumps(decision_json)
-        self.routes[decision.route].send_soon(key=service.encode(), value=body)
+        self.sink.produce(self.routes[decision.route], body, key=service.encode())
         if decision.level in (2, 3):
             # Only the pending entry travels (about 0.5 KB instead of the 5 KB decision).
             entry = lifecycle.open_entry(decision_json, policy)
-            self.t_lifecycle.send_soon(
-                key=decision_id.encode(), value=orjson.dumps({"type": "open", "entry": entry})
+            self.sink.produce(
+                self.lifecycle_topic,
+                orjson.dumps({"type": "open", "entry": entry}),
+                key=decision_id.encode(),
             )
         if decision.level >= 3:
             # Applied here at once (the velocity guard must see a burst as it happens)
@@ -458,15 +519,13 @@ class Gate:
         return decision
 
     async def _outcomes(self, stream: Any) -> None:
-        async for event in stream.events():
-            if not await self._owns(event):
-                continue
-            outcome = self.decode_or_dlq(event, Outcome, "outcomes")
-            if outcome is not None:
-                self.on_outcome(event, outcome)
+        await self._consume(stream, "outcomes", self.on_outcome)
 
-    def on_outcome(self, event: Any, outcome: Outcome) -> None:
+    def on_outcome(self, event: Any) -> None:
         """Fold an executor's report into history, AI verdicts and re-qualification."""
+        outcome = self.decode_or_dlq(event, Outcome, "outcomes")
+        if outcome is None:
+            return
         hkey = reducers.history_key(outcome.pattern, outcome.action_type)
         self.send_state(
             "history", hkey, {"op": "outcome", "success": outcome.successful}, source=event
@@ -524,27 +583,25 @@ class Gate:
         )
 
     async def _budgets(self, stream: Any) -> None:
-        async for event in stream.events():
-            if not await self._owns(event):
-                continue
-            update = self.decode_or_dlq(event, ErrorBudgetUpdate, "error-budgets")
-            if update is not None:
-                self.send_state(
-                    "budgets",
-                    update.service,
-                    {"op": "budget", "remaining": update.remaining, "at": update.at.timestamp()},
-                )
+        await self._consume(stream, "error-budgets", self.on_budget)
+
+    def on_budget(self, event: Any) -> None:
+        update = self.decode_or_dlq(event, ErrorBudgetUpdate, "error-budgets")
+        if update is not None:
+            self.send_state(
+                "budgets",
+                update.service,
+                {"op": "budget", "remaining": update.remaining, "at": update.at.timestamp()},
+            )
 
     async def _control(self, stream: Any) -> None:
-        async for event in stream.events():
-            if not await self._owns(event):
-                continue
-            command = self.decode_or_dlq(event, ControlCommand, "control")
-            if command is not None:
-                self.on_control(event, command)
+        await self._consume(stream, "control", self.on_control)
 
-    def on_control(self, event: Any, command: ControlCommand) -> None:
+    def on_control(self, event: Any) -> None:
         """Freeze, unfreeze, re-qualify, revoke, or reload the policy."""
+        command = self.decode_or_dlq(event, ControlCommand, "control")
+        if command is None:
+            return
         at = command.at.timestamp()
         kind: AuditKind = "freeze" if command.command == "freeze" else "unfreeze"
         data: dict[str, Any] = {"command": command.model_dump(mode="json", exclude={"policy_yaml"})}
@@ -626,7 +683,7 @@ class Gate:
             summary=summary[:4096],
             at=at,
         )
-        self.t_oncall.send_soon(key=service.encode(), value=encode(page))
+        self.sink.produce(self.oncall_topic, encode(page), key=service.encode())
         self.metrics.oncall.labels(reason).inc()
         self.audit(
             partition,
@@ -641,20 +698,15 @@ class Gate:
         )
 
     async def _lifecycle(self, stream: Any) -> None:
-        approvals_topic = self.settings.topic("approvals")
-        async for event in stream.events():
-            if not await self._owns(event):
-                continue
-            try:
-                if event.message.topic == approvals_topic:
-                    answer = self.decode_or_dlq(event, ApprovalResponse, "approvals")
-                    if answer is not None:
-                        self.on_answer(event, answer)
-                else:
-                    self.on_lifecycle(event)
-            except Exception as exc:
-                log.exception("lifecycle message failed")
-                self.dead_letter(event, exc, "lifecycle")
+        await self._consume(stream, "lifecycle", self.on_lifecycle_or_answer)
+
+    def on_lifecycle_or_answer(self, event: Any) -> None:
+        if event.message.topic != self.lifecycle_topic:
+            answer = self.decode_or_dlq(event, ApprovalResponse, "approvals")
+            if answer is not None:
+                self.on_answer(event, answer)
+        else:
+            self.on_lifecycle(event)
 
     def on_lifecycle(self, event: Any, *, now: dt.datetime | None = None) -> None:
         """An internal ``open`` (a new L2/L3 decision) or ``tick`` (a timer fired)."""
@@ -791,7 +843,7 @@ class Gate:
             pattern=entry["pattern"],
             action_type=entry["action_type"],
         )
-        self.routes["execute"].send_soon(key=entry["service"].encode(), value=encode(body))
+        self.sink.produce(self.routes["execute"], encode(body), key=entry["service"].encode())
         self.audit(
             partition,
             "execute_command",
@@ -829,9 +881,10 @@ class Gate:
         for decision_id, deadline in list(self._deadlines.items()):
             if now >= deadline and now - self._ticked.get(decision_id, 0.0) > 2.0:
                 self._ticked[decision_id] = now
-                await self.t_lifecycle.send(
+                self.sink.produce(
+                    self.lifecycle_topic,
+                    orjson.dumps({"type": "tick", "decision_id": decision_id}),
                     key=decision_id.encode(),
-                    value=orjson.dumps({"type": "tick", "decision_id": decision_id}),
                 )
         if len(self._ticked) > 10_000:
             self._ticked.clear()
