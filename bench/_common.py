@@ -461,3 +461,65 @@ def latency_summary(sent: dict[str, float], collector: Collector) -> dict[str, A
         "max_ms": values[-1] if values else float("nan"),
         "mean_ms": sum(values) / len(values) if values else float("nan"),
     }
+
+
+def jit_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds spent by a HotSpot JVM's JIT compiler threads (``C1``/``C2 CompilerThre``)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                if "CompilerThre" in name:
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    total += int(fields[11]) + int(fields[12])
+    except OSError:
+        return None
+    return total / _CLOCK_TICKS
+
+
+def warm_broker(
+    bootstrap: str, topic: str, *, seconds: float, partitions: int, deadline: Deadline
+) -> int:
+    """Produce and consume (idempotent, acks=all, committed group) for ``seconds``.
+
+    A fresh broker's JVM compiles its hot paths during the first minute of load, and
+    the compiler takes most of a core on a small machine: whichever system ran first
+    used to be measured on a cold broker. Returns the records moved.
+    """
+    create_topics(bootstrap, [topic], partitions)
+    prod = producer(bootstrap, linger_ms=5)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}-group",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 200,
+            "logger": CLIENT_LOG,
+            "log.connection.close": False,
+        }
+    )
+    consumer.subscribe([topic])
+    values = [os.urandom(size // 2).hex().encode() for size in (200, 600, 1500, 5000)]
+    moved = 0
+    end = time.monotonic() + deadline.cap(seconds)
+    try:
+        while time.monotonic() < end:
+            for number in range(2000):
+                value = values[number % len(values)]
+                while True:
+                    try:
+                        prod.produce(topic, value=value, key=str(number % 64).encode())
+                        break
+                    except BufferError:
+                        prod.poll(0.05)
+            prod.poll(0)
+            for message in consumer.consume(2000, timeout=0.5):
+                if message.error() is None:
+                    moved += 1
+        prod.flush(30)
+    finally:
+        consumer.close()
+    return moved

@@ -104,7 +104,7 @@ class Gate:
             producer_acks=-1,
             # Do not make a rebalance wait for in-flight events: an agent may be waiting
             # for the audit re-sync of the *next* assignment (deadlock until timeout).
-            # Events of partitions this worker lost are skipped instead (_owns).
+            # Events of partitions this worker lost are skipped instead (_consume).
             stream_wait_empty=False,
             table_standby_replicas=0,
             key_serializer="raw",
@@ -144,6 +144,7 @@ class Gate:
         self._deadlines_loaded = False
         self._overdue_logged = -1e9
         self._resynced = asyncio.Event()
+        self._assigned: set[Any] = set()
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
         self._ticked: dict[str, float] = {}
@@ -177,12 +178,14 @@ class Gate:
                 policy.policy.next_review,
             )
 
-    async def _on_revoked(self, _sender: Any, *_args: Any, signal: Any, **_kw: Any) -> None:
+    async def _on_revoked(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
         """Stop sealing audit events until the heads of the new assignment are known,
         and put every record already sealed on the broker before the partitions move:
         their next owner re-syncs its chain heads from the audit topic."""
         del signal
         self._resynced.clear()
+        revoked: set[Any] = args[0] if args else set()
+        self._assigned -= revoked
         left = await self.sink.flush(seconds=10.0)
         if left:
             log.warning("%d records still queued when partitions were revoked", left)
@@ -203,6 +206,7 @@ class Gate:
         del signal
         self._resynced.clear()
         assigned: set[Any] = args[0] if args else set()
+        self._assigned = set(assigned)
         partitions = {
             tp.partition for tp in assigned if tp.topic == self.t_proposals.get_topic_name()
         }
@@ -221,13 +225,6 @@ class Gate:
                 self._synced_heads[chain] = heads.get(chain, ChainHead.empty(chain))
         finally:
             self._resynced.set()
-
-    async def _owns(self, event: Any) -> bool:
-        """Wait for the audit re-sync of a new assignment; False if the event's partition
-        was revoked meanwhile (its new owner processes it from the committed offset)."""
-        if not self._resynced.is_set():
-            await self._resynced.wait()
-        return event.message.tp in self.app.consumer.assignment()
 
     async def _start_mirror(self) -> None:
         await self.mirror.start()
@@ -311,7 +308,7 @@ class Gate:
             self._checkpointed[chain] = now
             self.audit_heads[chain] = new_head.to_dict()
         self.sink.produce(self.audit_topic, record, key=chain.encode(), partition=partition)
-        self.metrics.audit_events.labels(kind).inc()
+        self.metrics.inc(self.metrics.audit_events, kind)
 
     def dead_letter(self, event: Any, error: InputError | Exception, logical_topic: str) -> None:
         """Send the original bytes and the reason to ``dlq``; audit it; count it."""
@@ -350,7 +347,7 @@ class Gate:
     def decode_or_dlq(self, event: Any, model: type[BaseModel], logical_topic: str) -> Any:
         """The decoded message, or ``None`` after dead-lettering it."""
         value = event.message.value
-        self.metrics.messages.labels(logical_topic).inc()
+        self.metrics.inc(self.metrics.messages, logical_topic)
         try:
             return decode(model, value or b"", max_bytes=self.settings.max_message_bytes)
         except InputError as exc:
@@ -405,7 +402,9 @@ class Gate:
             async for event in stream.events():
                 # Events of a partition revoked meanwhile are acknowledged unhandled:
                 # a commit for a partition the worker lost is discarded by Faust.
-                if await self._owns(event):
+                if not self._resynced.is_set():
+                    await self._resynced.wait()
+                if event.message.tp in self._assigned:
                     try:
                         handle(event)
                     except DeliveryError as exc:
@@ -512,9 +511,9 @@ class Gate:
             data={"decision": decision_json},
             fields=fields,
         )
-        self.metrics.decisions.labels(str(decision.level), decision.route).inc()
+        self.metrics.inc(self.metrics.decisions, str(decision.level), decision.route)
         for trigger in decision.triggers:
-            self.metrics.triggers.labels(trigger).inc()
+            self.metrics.inc(self.metrics.triggers, trigger)
         self.metrics.latency.observe(max(0.0, time.time() - message.timestamp))
         return decision
 

@@ -1,0 +1,103 @@
+"""The output producer's delivery barrier and failure path, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from streams.kafka.admin import CLIENT_LOG, admin_client
+from streams.kafka.sink import DeliveryError, Sink
+
+DEADLINE = 30.0
+
+
+def _topic(bootstrap: str, *, partitions: int = 2, config: dict[str, str] | None = None) -> str:
+    name = f"t-sink-{uuid.uuid4().hex[:8]}"
+    admin = admin_client(bootstrap)  # kept alive until the futures resolve
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
+    )
+    for future in futures.values():
+        future.result(timeout=DEADLINE)
+    return name
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    group = f"probe-{uuid.uuid4().hex}"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "logger": CLIENT_LOG})
+    try:
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=DEADLINE)[1]
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def test_delivered_returns_once_every_earlier_record_is_on_the_broker(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap)
+    # A long linger: without the barrier, nothing would be sent for a second.
+    sink = Sink(kafka_bootstrap, linger_ms=1000)
+
+    async def run() -> int:
+        for number in range(500):
+            sink.produce(topic, b"x" * 100, key=str(number).encode())
+        await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)
+        return sink.produced
+
+    assert asyncio.run(run()) == 500
+    # Right after the barrier, without any further wait, the broker holds all 500.
+    assert sum(_end_offsets(kafka_bootstrap, topic, 2)) == 500
+    assert sink.close() == 0
+
+
+def test_an_explicit_partition_is_kept(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, partitions=3)
+    sink = Sink(kafka_bootstrap)
+
+    async def run() -> None:
+        for _ in range(7):
+            sink.produce(topic, b"audit", key=b"p2", partition=2)
+        await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)
+
+    asyncio.run(run())
+    assert _end_offsets(kafka_bootstrap, topic, 3) == [0, 0, 7]
+
+
+def test_a_record_the_client_refuses_raises_at_once_and_blocks_nothing(
+    kafka_bootstrap: str,
+) -> None:
+    topic = _topic(kafka_bootstrap)
+    sink = Sink(kafka_bootstrap, **{"message.max.bytes": 10_000})
+
+    async def run() -> None:
+        with pytest.raises(KafkaException):
+            sink.produce(topic, b"x" * 20_000)
+        sink.produce(topic, b"small")
+        await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)
+
+    asyncio.run(run())
+    assert sum(_end_offsets(kafka_bootstrap, topic, 2)) == 1
+
+
+def test_a_record_the_broker_refuses_is_fatal(kafka_bootstrap: str) -> None:
+    # The broker's limit for this topic is below the record; the client's is not.
+    topic = _topic(kafka_bootstrap, config={"max.message.bytes": "2000"})
+    sink = Sink(kafka_bootstrap, linger_ms=0)
+    fatal: list[DeliveryError] = []
+    sink.on_fatal = fatal.append
+
+    async def run() -> None:
+        sink.produce(topic, b"x" * 50_000)
+        with pytest.raises(DeliveryError, match="not delivered"):
+            await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)
+        # Nothing may be produced after a lost record: the worker must restart.
+        with pytest.raises(DeliveryError):
+            sink.produce(topic, b"after")
+
+    asyncio.run(run())
+    assert len(fatal) == 1
