@@ -121,6 +121,12 @@ class ChainHead:
             raise AuditChainError(f"not a chain head: {value!r}") from exc
 
 
+def instant_json(at: datetime) -> str:
+    """An aware datetime as pydantic's JSON mode writes it: ISO 8601, ``Z`` for UTC."""
+    text = at.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def body_hash(body: Mapping[str, Any]) -> str:
     """sha256 hex of the canonical JSON of an event body dict, its ``hash`` left out.
 
@@ -227,23 +233,22 @@ def seal_json(
         indexed["proposal_id"] = proposal_id
     if decision_id is not None:
         indexed["decision_id"] = decision_id
-    # model_construct + a dump without ``data`` gives the scalars exactly as the model
-    # serialises them (datetimes included), without validating the large payload.
-    body = AuditBody.model_construct(
-        schema_version=1,
-        kind=kind,
-        event_id=event_id,
-        chain=head.chain,
-        seq=head.seq + 1,
-        prev_hash=head.hash,
-        hash=GENESIS,
-        at=at,
-        proposal_id=proposal_id,
-        decision_id=decision_id,
-        actor=actor,
-        data={},
-    ).model_dump(mode="json", exclude={"data"})
-    body["data"] = data
+    # The body as AuditBody.model_dump(mode="json") writes it (same keys, same order,
+    # the instant as pydantic writes it), without building the model.
+    body: dict[str, Any] = {
+        "schema_version": 1,
+        "kind": kind,
+        "event_id": event_id,
+        "chain": head.chain,
+        "seq": head.seq + 1,
+        "prev_hash": head.hash,
+        "hash": GENESIS,
+        "at": instant_json(at),
+        "proposal_id": proposal_id,
+        "decision_id": decision_id,
+        "actor": actor,
+        "data": data,
+    }
     digest = body_hash(body)
     body["hash"] = digest
     envelope = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue
 from typing_extensions import TypedDict
@@ -63,6 +63,20 @@ class Decision(WireModel):
     notify_humans: Bool
     proposal: Proposal
     context: Context
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """``decision.model_dump(mode="json")``, about three times cheaper.
+
+    The conditions are TypedDicts of JSON values already (``evaluate`` builds them
+    from finite numbers, strings, booleans, ``None`` and lists), and pydantic's
+    ``JsonValue`` serialiser inspects each value's type through a Python callable:
+    thirty conditions, sixty calls per decision. Everything else goes through
+    pydantic as before. A unit test holds the two equal for every sample scenario.
+    """
+    out = decision.model_dump(mode="json", exclude={"conditions"})
+    out["conditions"] = [dict(condition) for condition in decision.conditions]
+    return out
 
 
 class ExecuteCommand(WireModel):

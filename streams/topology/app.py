@@ -18,6 +18,7 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import heapq
 import logging
 import os
 import time
@@ -48,6 +49,7 @@ from streams.models import (
     encode,
 )
 from streams.models.codec import canonical_json, parse_json
+from streams.models.decision import decision_json as dump_decision
 from streams.policy import Policy, decision_id_for, evaluate, parse_policy
 from streams.settings import Settings
 from streams.signing import signature_ok
@@ -141,13 +143,15 @@ class Gate:
         self._checkpointed: dict[str, float] = {}
         # Open approvals by deadline, so the timer does not scan the pending table.
         self._deadlines: dict[str, float] = {}
+        # The same deadlines as a heap, soonest first; entries whose deadline changed
+        # or closed are dropped when they surface (the dict is the truth).
+        self._due: list[tuple[float, str]] = []
         self._deadlines_loaded = False
         self._overdue_logged = -1e9
         self._resynced = asyncio.Event()
         self._assigned: set[Any] = set()
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
-        self._ticked: dict[str, float] = {}
 
         self.mirror = Mirror(bootstrap, topic("state"))
         self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
@@ -453,7 +457,7 @@ class Gate:
         decision = evaluate(proposal, context, policy)
         self._check_review_date(policy, now)
         # Serialised once: the decision topic, the audit event and the lifecycle share it.
-        decision_json = decision.model_dump(mode="json")
+        decision_json = dump_decision(decision)
         fields = {
             "level": str(decision.level),
             "route": decision.route,
@@ -858,7 +862,10 @@ class Gate:
     def _track_deadline(self, entry: dict[str, Any]) -> None:
         """Keep the timer's index of open approvals in step with a pending entry."""
         if lifecycle.is_open_approval(entry):
-            self._deadlines[entry["decision_id"]] = float(entry["timeout_at"])
+            deadline = float(entry["timeout_at"])
+            if self._deadlines.get(entry["decision_id"]) != deadline:
+                self._deadlines[entry["decision_id"]] = deadline
+                heapq.heappush(self._due, (deadline, entry["decision_id"]))
         else:
             self._deadlines.pop(entry["decision_id"], None)
 
@@ -873,20 +880,26 @@ class Gate:
         if not self._deadlines_loaded:
             self._deadlines_loaded = True
             self._deadlines.clear()
+            self._due.clear()
             for entry in list(self.pending.values()):
                 if isinstance(entry, dict):
                     self._track_deadline(entry)
         now = time.time()
-        for decision_id, deadline in list(self._deadlines.items()):
-            if now >= deadline and now - self._ticked.get(decision_id, 0.0) > 2.0:
-                self._ticked[decision_id] = now
-                self.sink.produce(
-                    self.lifecycle_topic,
-                    orjson.dumps({"type": "tick", "decision_id": decision_id}),
-                    key=decision_id.encode(),
-                )
-        if len(self._ticked) > 10_000:
-            self._ticked.clear()
+        retry: list[tuple[float, str]] = []
+        while self._due and self._due[0][0] <= now:
+            _, decision_id = heapq.heappop(self._due)
+            deadline = self._deadlines.get(decision_id)
+            if deadline is None or deadline > now:
+                continue  # closed, or its deadline moved on (pushed again then)
+            self.sink.produce(
+                self.lifecycle_topic,
+                orjson.dumps({"type": "tick", "decision_id": decision_id}),
+                key=decision_id.encode(),
+            )
+            # Until the agent moves the deadline on, ask again every 2 s.
+            retry.append((now + 2.0, decision_id))
+        for item in retry:
+            heapq.heappush(self._due, item)
 
     # ------------------------------------------------------------------ seeding
 

@@ -13,10 +13,14 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
-from streams.audit.chain import GENESIS, ChainHead, body_hash, event_hash, seal
+from streams.audit.chain import GENESIS, ChainHead, body_hash, event_hash, instant_json, seal
 from streams.errors import AuditChainError
 from streams.models import AuditBody, AuditEvent, canonical_json, decode, encode
+from streams.models.base import Instant
 
 T0 = dt.datetime(2026, 11, 28, 10, 0, 5, 123456, tzinfo=dt.UTC)
 
@@ -248,3 +252,22 @@ def test_the_fast_seal_writes_the_same_event_as_the_validating_seal() -> None:
         assert decode(AuditEvent, fast) == validated
         assert head_a == head_b
         head = head_a
+
+
+@given(
+    at=st.datetimes(
+        min_value=dt.datetime(1970, 1, 2),  # noqa: DTZ001 - hypothesis wants naive bounds
+        max_value=dt.datetime(9998, 12, 31),  # noqa: DTZ001
+        timezones=st.sampled_from(
+            [
+                dt.UTC,
+                dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                dt.timezone(-dt.timedelta(hours=8)),
+            ]
+        ),
+    )
+)
+def test_instant_json_writes_what_pydantic_writes(at: dt.datetime) -> None:
+    # seal_json builds the body by hand: its instants must match the model's JSON form.
+    expected = TypeAdapter(Instant).dump_python(at, mode="json")
+    assert instant_json(at) == expected

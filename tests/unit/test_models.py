@@ -23,6 +23,7 @@ from streams.models import (
     decode,
     encode,
 )
+from streams.models.decision import decision_json
 from streams.policy import Policy, evaluate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -495,3 +496,21 @@ def test_decision_from_evaluate_serialises_like_a_validated_one(
     assert built.model_fields_set == set(Decision.model_fields)
     assert isinstance(built, BaseModel)
     assert set(built.__dict__) == set(Decision.model_fields)
+
+
+def _recorded_decisions() -> list[Decision]:
+    out = []
+    for line in (FIXTURES / "audit-recorded.jsonl").read_bytes().splitlines():
+        body = orjson.loads(line)["event"]
+        if body["kind"] == "decision":
+            out.append(Decision.model_validate(body["data"]["decision"]))
+    return out
+
+
+@pytest.mark.parametrize("decision", _recorded_decisions(), ids=lambda d: d.proposal_id)
+def test_decision_json_equals_pydantics_json_dump(decision: Decision) -> None:
+    fast = decision_json(decision)
+    assert fast == decision.model_dump(mode="json")
+    assert orjson.dumps(fast, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        decision.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS
+    )
