@@ -32,6 +32,7 @@ CLIENT_LOG = logging.getLogger("streams.kafka.librdkafka")
 
 DAY_MS = 24 * 60 * 60 * 1000
 DLQ_RETENTION_MS = 30 * DAY_MS
+LIFECYCLE_RETENTION_MS = 7 * DAY_MS
 ADMIN_TIMEOUT_S = 30.0
 
 
@@ -81,7 +82,15 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Internal: state updates repartitioned by table key (one writer per key), and new
     # L2/L3 decisions repartitioned by decision id to meet their answers.
     TopicSpec("state", "internal", "state updates keyed by table key"),
-    TopicSpec("lifecycle", "internal", "pending approvals and abort windows by decision id"),
+    # The log of pending approvals and abort windows (streams/topology/pending.py): the
+    # latest entry of each decision survives compaction; a week after its last change
+    # an entry is gone, and a late answer to it is refused as unknown.
+    TopicSpec(
+        "lifecycle",
+        "internal",
+        "pending approvals and abort windows by decision id",
+        config={"cleanup.policy": "compact,delete", "retention.ms": str(LIFECYCLE_RETENTION_MS)},
+    ),
     # Append-only and unlimited: the immutable audit trail Splunk ingests.
     TopicSpec(
         "audit", "out", "hash-chained audit events", config={"cleanup.policy": "delete", **FOREVER}

@@ -1,8 +1,13 @@
 """PURE rules of the lifecycle after a decision (SPEC section 6).
 
-A pending entry is a plain dict kept in a Faust table keyed by decision id. These
-functions judge a human's answer against it, and decide when a timeout escalates;
-the agent only stores the new entry and sends what the result says.
+A pending entry is a plain dict keyed by decision id. Its log is the internal
+``lifecycle`` topic (partitioned by decision id, like the answers on ``approvals``):
+an ``open`` record when a Level 2 or 3 decision is taken, and an ``entry`` record
+with the whole new entry, one ``version`` higher, each time an answer or a timeout
+changes it. The worker that owns a partition holds its entries in memory, folded
+from that log (:func:`fold`). These functions judge a human's answer against an
+entry and decide when a timeout escalates; the agent stores the new entry and sends
+what the result says.
 """
 
 from __future__ import annotations
@@ -152,3 +157,36 @@ def is_open_approval(entry: Entry) -> bool:
         and "timeout_at" in entry
         and int(entry.get("escalations", 0)) < int(entry.get("max_escalations", 1))
     )
+
+
+def next_version(old: Entry | None, new: Entry) -> Entry:
+    """``new`` as the successor of ``old``: one version higher, for :func:`fold`."""
+    return {**new, "version": int((old or {}).get("version", 0)) + 1}
+
+
+def fold(pending: dict[str, Entry], record: Any) -> Entry | None:
+    """Apply one ``lifecycle`` record to ``pending``; the entry it stored, or ``None``.
+
+    ``open`` stores its entry unless one exists (a redelivered decision keeps the
+    first); ``entry`` stores its entry when its version is newer than the one held (a
+    worker reads its own updates back after applying them). Anything else (the
+    ``tick`` records of earlier versions, unreadable values) changes nothing.
+    """
+    if not isinstance(record, dict):
+        return None
+    entry = record.get("entry")
+    if not isinstance(entry, dict) or not isinstance(entry.get("decision_id"), str):
+        return None
+    decision_id = entry["decision_id"]
+    kind = record.get("type")
+    held = pending.get(decision_id)
+    if kind == "open":
+        if held is not None:
+            return None
+    elif kind == "entry":
+        if held is not None and int(held.get("version", 0)) >= int(entry.get("version", 0)):
+            return None
+    else:
+        return None
+    pending[decision_id] = entry
+    return entry

@@ -55,6 +55,7 @@ from streams.settings import Settings
 from streams.signing import signature_ok
 from streams.state import lifecycle, reducers
 from streams.topology.mirror import Mirror
+from streams.topology.pending import load_pending
 from streams.topology.resync import last_heads
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,10 @@ class Gate:
         # Keys and values are JSON in the changelogs (faust picks "json" for str keys).
         table_args: dict[str, Any] = {"key_type": str, "partitions": settings.partitions}
         self.audit_heads = self.app.Table("audit-heads", **table_args)
-        self.pending = self.app.Table("pending", **table_args)
+        # Pending approvals and abort windows of this worker's lifecycle partitions,
+        # folded from the lifecycle log (streams/topology/pending.py) on assignment.
+        self.pending: dict[str, lifecycle.Entry] = {}
+        self._pending_partition: dict[str, int] = {}
         self._synced_heads: dict[str, ChainHead] = {}
         self._heads: dict[str, ChainHead] = {}
         self._checkpointed: dict[str, float] = {}
@@ -146,7 +150,6 @@ class Gate:
         # The same deadlines as a heap, soonest first; entries whose deadline changed
         # or closed are dropped when they surface (the dict is the truth).
         self._due: list[tuple[float, str]] = []
-        self._deadlines_loaded = False
         self._overdue_logged = -1e9
         self._resynced = asyncio.Event()
         self._assigned: set[Any] = set()
@@ -202,10 +205,12 @@ class Gate:
         os._exit(70)  # EX_SOFTWARE: no finalisers, no offset commit on the way out
 
     async def _on_assigned(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
-        """Re-sync the heads of the audit chains this worker now writes.
+        """Re-sync the heads of the audit chains this worker now writes, and re-read
+        the pending approvals of its lifecycle partitions.
 
-        Agents wait (``_audit_ready``) until this is done, so no event is sealed on a
-        head that another worker moved on while this one did not own the partition.
+        Agents and the timer wait (``_resynced``) until this is done, so no event is
+        sealed on a head that another worker moved on while this one did not own the
+        partition, and no answer is judged without its pending entry.
         """
         del signal
         self._resynced.clear()
@@ -214,11 +219,22 @@ class Gate:
         partitions = {
             tp.partition for tp in assigned if tp.topic == self.t_proposals.get_topic_name()
         }
+        owned = {tp.partition for tp in assigned if tp.topic == self.lifecycle_topic}
         self._heads.clear()
         self._synced_heads.clear()
-        self._deadlines_loaded = False
+        loop = asyncio.get_running_loop()
         try:
-            heads = await asyncio.get_running_loop().run_in_executor(
+            pending = await loop.run_in_executor(
+                None, load_pending, self.bootstrap, self.lifecycle_topic, self.app.conf.id, owned
+            )
+        except Exception as exc:
+            # Running without the open approvals would refuse their answers and page
+            # nobody on their timeouts: restart and read them again instead.
+            self._fatal(DeliveryError(f"cannot re-read pending approvals: {exc}"))
+            return
+        self._adopt_pending(pending)
+        try:
+            heads = await loop.run_in_executor(
                 None, last_heads, self.bootstrap, self.audit_topic, partitions
             )
         except Exception:
@@ -229,6 +245,17 @@ class Gate:
                 self._synced_heads[chain] = heads.get(chain, ChainHead.empty(chain))
         finally:
             self._resynced.set()
+
+    def _adopt_pending(self, pending: dict[int, dict[str, lifecycle.Entry]]) -> None:
+        self.pending.clear()
+        self._pending_partition.clear()
+        self._deadlines.clear()
+        self._due.clear()
+        for partition, entries in pending.items():
+            for decision_id, entry in entries.items():
+                self._store_entry(partition, entry)
+                del decision_id
+        log.info("%d pending entries re-read from the lifecycle log", len(self.pending))
 
     async def _start_mirror(self) -> None:
         await self.mirror.start()
@@ -711,58 +738,78 @@ class Gate:
         else:
             self.on_lifecycle(event)
 
-    def on_lifecycle(self, event: Any, *, now: dt.datetime | None = None) -> None:
-        """An internal ``open`` (a new L2/L3 decision) or ``tick`` (a timer fired)."""
-        message = parse_json(event.message.value)
+    def on_lifecycle(self, event: Any) -> None:
+        """A lifecycle record: ``open`` (a new L2/L3 decision) or ``entry`` (an update,
+        usually this worker's own, read back). Folded into the pending entries."""
         partition = event.message.partition
-        if message.get("type") == "open":
-            entry = message["entry"]
-            decision_id = entry["decision_id"]
-            if decision_id not in self.pending:  # a redelivery keeps the first
-                self.pending[decision_id] = entry
-                self._track_deadline(entry)
-                if entry["level"] == 2:
-                    self.audit(
-                        partition,
-                        "approval_requested",
-                        event_id=f"{decision_id}:approval_requested",
-                        at=_utc(entry["opened_at"]),
-                        actor="escalation-gate",
-                        proposal_id=entry["proposal_id"],
-                        decision_id=decision_id,
-                        data={
-                            "asked": entry["asked"],
-                            "timeout_at": _utc(entry["timeout_at"]).isoformat(),
-                            "change_record_required": entry["change_record_required"],
-                        },
-                        fields={"service": entry["service"]},
-                    )
+        record = parse_json(event.message.value)
+        is_open = isinstance(record, dict) and record.get("type") == "open"
+        entry = lifecycle.fold(self.pending, record)
+        if entry is None:  # a redelivery, an update already applied, an old tick
             return
-        if message.get("type") == "tick":
-            decision_id = str(message["decision_id"])
-            at = now or _utc(event.message.timestamp)
-            pending = self.pending.get(decision_id)
-            escalated = lifecycle.due_escalation(pending, at)
-            if escalated is None or pending is None:
-                return
-            entry = pending
-            self.pending[decision_id] = escalated
-            self._track_deadline(escalated)
-            self.page_oncall(
+        self._store_entry(partition, entry)
+        if is_open and entry["level"] == 2:
+            decision_id = entry["decision_id"]
+            self.audit(
                 partition,
-                reason="approval_timeout",
-                escalation_id=f"{decision_id}:timeout:{escalated['escalations']}",
-                decision_id=decision_id,
+                "approval_requested",
+                event_id=f"{decision_id}:approval_requested",
+                at=_utc(entry["opened_at"]),
+                actor="escalation-gate",
                 proposal_id=entry["proposal_id"],
-                service=entry["service"],
-                pattern=entry["pattern"],
-                action_type=entry["action_type"],
-                summary=f"no answer to approval of {entry['action_type']} on {entry['service']}"
-                f" ({entry['summary']})",
-                asked=tuple(entry.get("asked", ())),
-                number=int(escalated["escalations"]),
-                at=at,
+                decision_id=decision_id,
+                data={
+                    "asked": entry["asked"],
+                    "timeout_at": _utc(entry["timeout_at"]).isoformat(),
+                    "change_record_required": entry["change_record_required"],
+                },
+                fields={"service": entry["service"]},
             )
+
+    def _store_entry(self, partition: int, entry: lifecycle.Entry) -> None:
+        """Hold ``entry`` as the pending entry of its decision, on ``partition``."""
+        decision_id = entry["decision_id"]
+        self.pending[decision_id] = entry
+        self._pending_partition[decision_id] = partition
+        self._track_deadline(entry)
+
+    def _update_entry(
+        self, partition: int, old: lifecycle.Entry | None, new: lifecycle.Entry
+    ) -> None:
+        """Hold the successor of ``old`` and append it to the lifecycle log."""
+        entry = lifecycle.next_version(old, new)
+        self._store_entry(partition, entry)
+        self.sink.produce(
+            self.lifecycle_topic,
+            orjson.dumps({"type": "entry", "entry": entry}),
+            key=entry["decision_id"].encode(),
+            partition=partition,
+        )
+
+    def escalate(self, decision_id: str, at: dt.datetime) -> bool:
+        """Page on-call for an approval whose timeout passed (the timer); False if none is due."""
+        pending = self.pending.get(decision_id)
+        partition = self._pending_partition.get(decision_id)
+        escalated = lifecycle.due_escalation(pending, at)
+        if escalated is None or pending is None or partition is None:
+            return False
+        self._update_entry(partition, pending, escalated)
+        self.page_oncall(
+            partition,
+            reason="approval_timeout",
+            escalation_id=f"{decision_id}:timeout:{escalated['escalations']}",
+            decision_id=decision_id,
+            proposal_id=pending["proposal_id"],
+            service=pending["service"],
+            pattern=pending["pattern"],
+            action_type=pending["action_type"],
+            summary=f"no answer to approval of {pending['action_type']} on {pending['service']}"
+            f" ({pending['summary']})",
+            asked=tuple(pending.get("asked", ())),
+            number=int(escalated["escalations"]),
+            at=at,
+        )
+        return True
 
     def on_answer(self, event: Any, answer: ApprovalResponse) -> None:
         """A human's approve / reject / abort: judge it, store, send, audit."""
@@ -777,8 +824,7 @@ class Gate:
         )
         partition = event.message.partition
         if verdict.entry is not None:
-            self.pending[answer.decision_id] = verdict.entry
-            self._track_deadline(verdict.entry)
+            self._update_entry(partition, entry, verdict.entry)
         base = {
             "kind": answer.kind,
             "user": answer.user,
@@ -870,36 +916,23 @@ class Gate:
             self._deadlines.pop(entry["decision_id"], None)
 
     async def _tick(self) -> None:
-        """Find approvals whose timeout passed and hand each to the lifecycle agent.
+        """Escalate every approval whose timeout passed (soonest deadline first).
 
-        A timer has no source event, so it cannot write tables itself; it sends a
-        ``tick`` keyed by the decision id and the agent re-checks and escalates.
-        Pending entries live in a changelogged table, so a restarted worker resumes:
-        after every assignment the index of deadlines is rebuilt from the table once.
+        Runs on the event loop between agent events, so it reads and writes the
+        pending entries as an agent would; it waits for the re-sync of a new
+        assignment, and its updates go to the lifecycle log like an answer's.
         """
-        if not self._deadlines_loaded:
-            self._deadlines_loaded = True
-            self._deadlines.clear()
-            self._due.clear()
-            for entry in list(self.pending.values()):
-                if isinstance(entry, dict):
-                    self._track_deadline(entry)
+        if not self._resynced.is_set():
+            return
         now = time.time()
-        retry: list[tuple[float, str]] = []
+        at = _utc(now)
         while self._due and self._due[0][0] <= now:
             _, decision_id = heapq.heappop(self._due)
             deadline = self._deadlines.get(decision_id)
             if deadline is None or deadline > now:
                 continue  # closed, or its deadline moved on (pushed again then)
-            self.sink.produce(
-                self.lifecycle_topic,
-                orjson.dumps({"type": "tick", "decision_id": decision_id}),
-                key=decision_id.encode(),
-            )
-            # Until the agent moves the deadline on, ask again every 2 s.
-            retry.append((now + 2.0, decision_id))
-        for item in retry:
-            heapq.heappush(self._due, item)
+            if not self.escalate(decision_id, at):
+                self._deadlines.pop(decision_id, None)
 
     # ------------------------------------------------------------------ seeding
 
