@@ -13,6 +13,8 @@ AuditKind = Literal[
     "policy_rejected",
     "proposal_received",
     "decision",
+    # Written by earlier versions (the request is now part of a Level 2 decision's
+    # event, ``data.approval``); kept so that their trails still decode and verify.
     "approval_requested",
     "approval_accepted",
     "rejection",

@@ -27,10 +27,12 @@ from typing import Any, Literal
 
 import faust
 import orjson
+from faust.streams import current_event
 from pydantic import BaseModel
 
 from streams.audit.chain import ChainHead, seal_json
 from streams.errors import InputError, PolicyError
+from streams.kafka.admin import LIFECYCLE_RETENTION_MS
 from streams.kafka.sink import DeliveryError, Sink
 from streams.metrics import Metrics
 from streams.models import (
@@ -142,6 +144,7 @@ class Gate:
         # folded from the lifecycle log (streams/topology/pending.py) on assignment.
         self.pending: dict[str, lifecycle.Entry] = {}
         self._pending_partition: dict[str, int] = {}
+        self._evicted_at = time.time()
         self._synced_heads: dict[str, ChainHead] = {}
         self._heads: dict[str, ChainHead] = {}
         self._checkpointed: dict[str, float] = {}
@@ -335,7 +338,9 @@ class Gate:
         # most once a second per chain instead of once per event (one changelog
         # record less per event).
         now = time.monotonic()
-        if now - self._checkpointed.get(chain, -1e9) >= 1.0:
+        # A table can only be written inside stream iteration (the timer's events wait
+        # for the next agent event to be checkpointed).
+        if now - self._checkpointed.get(chain, -1e9) >= 1.0 and current_event() is not None:
             self._checkpointed[chain] = now
             self.audit_heads[chain] = new_head.to_dict()
         self.sink.produce(self.audit_topic, record, key=chain.encode(), partition=partition)
@@ -506,6 +511,7 @@ class Gate:
         )
         body = orjson.dumps(decision_json)
         self.sink.produce(self.routes[decision.route], body, key=service.encode())
+        audit_data: dict[str, Any] = {"decision": decision_json}
         if decision.level in (2, 3):
             # Only the pending entry travels (about 0.5 KB instead of the 5 KB decision).
             entry = lifecycle.open_entry(decision_json, policy)
@@ -514,6 +520,14 @@ class Gate:
                 orjson.dumps({"type": "open", "entry": entry}),
                 key=decision_id.encode(),
             )
+            if decision.level == 2:
+                # The approval request is part of the decision's event: who is asked,
+                # until when, and whether a change record is required.
+                audit_data["approval"] = {
+                    "asked": entry["asked"],
+                    "timeout_at": decision_json["approval_timeout_at"],
+                    "change_record_required": entry["change_record_required"],
+                }
         if decision.level >= 3:
             # Applied here at once (the velocity guard must see a burst as it happens)
             # and again from the log, where the decision id makes it a no-op.
@@ -539,7 +553,7 @@ class Gate:
             actor="escalation-gate",
             proposal_id=proposal.proposal_id,
             decision_id=decision_id,
-            data={"decision": decision_json},
+            data=audit_data,
             fields=fields,
         )
         self.metrics.inc(self.metrics.decisions, str(decision.level), decision.route)
@@ -741,30 +755,20 @@ class Gate:
     def on_lifecycle(self, event: Any) -> None:
         """A lifecycle record: ``open`` (a new L2/L3 decision) or ``entry`` (an update,
         usually this worker's own, read back). Folded into the pending entries."""
-        partition = event.message.partition
-        record = parse_json(event.message.value)
-        is_open = isinstance(record, dict) and record.get("type") == "open"
-        entry = lifecycle.fold(self.pending, record)
-        if entry is None:  # a redelivery, an update already applied, an old tick
-            return
-        self._store_entry(partition, entry)
-        if is_open and entry["level"] == 2:
-            decision_id = entry["decision_id"]
-            self.audit(
-                partition,
-                "approval_requested",
-                event_id=f"{decision_id}:approval_requested",
-                at=_utc(entry["opened_at"]),
-                actor="escalation-gate",
-                proposal_id=entry["proposal_id"],
-                decision_id=decision_id,
-                data={
-                    "asked": entry["asked"],
-                    "timeout_at": _utc(entry["timeout_at"]).isoformat(),
-                    "change_record_required": entry["change_record_required"],
-                },
-                fields={"service": entry["service"]},
-            )
+        entry = lifecycle.fold(self.pending, parse_json(event.message.value))
+        if entry is not None:  # None: a redelivery, an update already applied, an old tick
+            self._store_entry(event.message.partition, entry)
+
+    def _evict(self, now: float) -> None:
+        """Forget entries older than the lifecycle log keeps them (a worker that stays
+        assigned for weeks must not hold every decision it ever saw)."""
+        horizon = now - LIFECYCLE_RETENTION_MS / 1000
+        for decision_id, entry in list(self.pending.items()):
+            if float(entry.get("opened_at", now)) < horizon and not lifecycle.is_open_approval(
+                entry
+            ):
+                del self.pending[decision_id]
+                self._pending_partition.pop(decision_id, None)
 
     def _store_entry(self, partition: int, entry: lifecycle.Entry) -> None:
         """Hold ``entry`` as the pending entry of its decision, on ``partition``."""
@@ -926,6 +930,9 @@ class Gate:
             return
         now = time.time()
         at = _utc(now)
+        if now - self._evicted_at >= 60.0:
+            self._evicted_at = now
+            self._evict(now)
         while self._due and self._due[0][0] <= now:
             _, decision_id = heapq.heappop(self._due)
             deadline = self._deadlines.get(decision_id)

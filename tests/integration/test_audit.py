@@ -23,7 +23,7 @@ from streams.settings import Settings
 BY_NAME = {s.name: s for s in samples.SCENARIOS}
 # Events of one proposal live on up to two chains (its own partition, and its decision
 # id's for the answers); at the same instant they are ordered by cause.
-CAUSAL = ["proposal_received", "decision", "approval_requested", "approval_accepted",
+CAUSAL = ["proposal_received", "decision", "approval_accepted",
           "rejection", "answer_refused", "abort", "execute_command", "timeout_escalation",
           "outcome", "verification_failed"]  # fmt: skip
 
@@ -91,7 +91,7 @@ def test_a_mixed_stream_leaves_a_complete_ordered_verifiable_trail(
     feed.raw("proposals", [b"not json"], key=b"k")
 
     wanted = {
-        "policy_load", "proposal_received", "decision", "approval_requested",
+        "policy_load", "proposal_received", "decision",
         "approval_accepted", "execute_command", "rejection", "answer_refused", "abort",
         "timeout_escalation", "outcome", "freeze", "unfreeze", "requalification", "dead_letter",
     }  # fmt: skip
@@ -130,8 +130,10 @@ def test_a_mixed_stream_leaves_a_complete_ordered_verifiable_trail(
         first = {e["kind"]: e for e in trail}
         assert first["decision"]["data"]["decision"]["context"]["now"]
         assert first["decision"]["decision_id"] == decision["decision_id"]
-        if decision["level"] == 2:
-            assert "approval_requested" in kinds
+        if decision["level"] == 2:  # the approval request is part of the decision event
+            request = first["decision"]["data"]["approval"]
+            assert request["asked"]
+            assert request["timeout_at"] == decision["approval_timeout_at"]
     trail = _in_order(by_proposal[approved.proposal_id])
     kinds = [e["kind"] for e in trail]
     assert kinds.index("approval_accepted") < kinds.index("execute_command")

@@ -204,3 +204,59 @@ def test_timeouts_escalate_up_to_the_policy_limit_and_stay_open() -> None:
     assert numbers == list(range(1, POLICY.approval.max_escalations + 1))
     assert entry["status"] == "open"
     assert lifecycle.due_escalation(entry, NOW) is None
+
+
+# ---------------------------------------------------------------- the lifecycle log
+
+
+def _opened(decision_id: str = "d-1") -> dict[str, object]:
+    return {"decision_id": decision_id, "level": 2, "status": "open", "escalations": 0}
+
+
+def test_fold_keeps_the_first_open_of_a_decision() -> None:
+    pending: dict[str, lifecycle.Entry] = {}
+    first = _opened()
+    assert lifecycle.fold(pending, {"type": "open", "entry": first}) == first
+    # A redelivered decision opens nothing new, whatever it carries.
+    assert lifecycle.fold(pending, {"type": "open", "entry": {**first, "level": 3}}) is None
+    assert pending == {"d-1": first}
+
+
+def test_fold_takes_newer_entries_and_ignores_its_own_updates_read_back() -> None:
+    pending: dict[str, lifecycle.Entry] = {}
+    opened = _opened()
+    lifecycle.fold(pending, {"type": "open", "entry": opened})
+    first = lifecycle.next_version(opened, {**opened, "escalations": 1})
+    second = lifecycle.next_version(first, {**first, "status": "approved"})
+    assert (first["version"], second["version"]) == (1, 2)
+    assert lifecycle.fold(pending, {"type": "entry", "entry": second}) == second
+    # The worker applied both, then reads the first back from the log: no regression.
+    assert lifecycle.fold(pending, {"type": "entry", "entry": first}) is None
+    assert lifecycle.fold(pending, {"type": "entry", "entry": second}) is None
+    assert pending["d-1"]["status"] == "approved"
+
+
+def test_fold_of_an_update_without_its_open_stores_it() -> None:
+    # Compaction keeps only a decision's latest record: often an update, no open.
+    pending: dict[str, lifecycle.Entry] = {}
+    update = lifecycle.next_version(None, {**_opened(), "status": "rejected"})
+    assert lifecycle.fold(pending, {"type": "entry", "entry": update}) == update
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"type": "tick", "decision_id": "d-1"},
+        {"type": "open"},
+        {"type": "open", "entry": {"decision_id": 7}},
+        {"type": "entry", "entry": "x"},
+        {"type": "other", "entry": {"decision_id": "d-1"}},
+        ["open"],
+        None,
+        "open",
+    ],
+)
+def test_fold_ignores_what_it_does_not_know(record: object) -> None:
+    pending: dict[str, lifecycle.Entry] = {"d-1": _opened()}
+    assert lifecycle.fold(pending, record) is None
+    assert pending == {"d-1": _opened()}
