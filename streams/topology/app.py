@@ -1,13 +1,15 @@
 """The Faust app: topics, tables and thin agents around the pure core.
 
-Data flow (every arrow is a Kafka topic)::
+Data flow (every arrow is a Kafka topic; every output goes through one
+confluent-kafka producer, ``streams/kafka/sink.py``)::
 
     proposals ──► [proposals agent] ──► decisions.{execute,approve,assist,manual}
                         │   ▲                 └► lifecycle (L2/L3, keyed by decision id)
-                        │   └── state mirror (every worker reads every key)
+                        │   └── state mirror (every worker folds all of ``state``)
     outcomes, error-budgets, control ──► [input agents] ──► state (keyed by table key)
-    state ──► [state agent] ──► Faust tables (single writer per key) ──► changelogs ──► mirror
-    every agent ──► audit (hash-chained per source partition), dlq
+    lifecycle, approvals ──► [lifecycle agent] ──► pending entries in memory,
+                        updates back to lifecycle; execute / abort commands; oncall
+    every agent, the approval timer ──► audit (hash-chained per partition), dlq
 
 Agents decode, look up state, call the core, send and audit; nothing else.
 """

@@ -22,7 +22,8 @@ BY_NAME = {s.name: s for s in samples.SCENARIOS}
 
 @pytest.fixture
 def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    # RocksDB, as in production: pending approvals must survive a SIGKILL on disk too.
+    # RocksDB, as in production (the audit-head checkpoints); pending approvals survive a
+    # SIGKILL through the lifecycle log, which a restarted worker folds again.
     w = Worker(settings, "w1", store="rocksdb://").start()
     try:
         w.wait_ready()
