@@ -228,6 +228,7 @@ class Gate:
         self._heads.clear()
         self._synced_heads.clear()
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         try:
             pending = await loop.run_in_executor(
                 None, load_pending, self.bootstrap, self.lifecycle_topic, self.app.conf.id, owned
@@ -238,6 +239,9 @@ class Gate:
             self._fatal(DeliveryError(f"cannot re-read pending approvals: {exc}"))
             return
         self._adopt_pending(pending)
+        log.info(
+            "lifecycle partitions %s re-read in %.2fs", sorted(owned), time.monotonic() - started
+        )
         try:
             heads = await loop.run_in_executor(
                 None, last_heads, self.bootstrap, self.audit_topic, partitions
@@ -249,6 +253,7 @@ class Gate:
                 chain = f"p{partition}"
                 self._synced_heads[chain] = heads.get(chain, ChainHead.empty(chain))
         finally:
+            log.info("assignment ready after %.2fs", time.monotonic() - started)
             self._resynced.set()
 
     def _adopt_pending(self, pending: dict[int, dict[str, lifecycle.Entry]]) -> None:

@@ -31,6 +31,9 @@ FAST_POLICY = Path(__file__).resolve().parents[1] / "fixtures" / "fast-policy.ya
 DECISION_TOPICS = ("execute", "approve", "assist", "manual")
 
 
+SEED_TIMEOUT = 300.0
+
+
 class Worker:
     """One ``escalation worker`` child process."""
 
@@ -277,14 +280,27 @@ class Feed:
             self.send("error-budgets", [encode(update)], key=update.service)
         requalifications = samples.requalifications(now)
         self.send("control", [encode(c) for c in requalifications], key="control")
+        # Budgets and re-qualifications pass through the workers' agents while a second
+        # worker may still be joining the group; after a rebalance Faust has, rarely,
+        # taken minutes to serve a partition again (late, not lost: see README,
+        # Reliability), so this waits as long as the fault tests do.
         for w in workers:
-            w.wait_metric("escalation_state_updates_applied_total", len(records), table="history")
             w.wait_metric(
-                "escalation_state_updates_applied_total", len(samples.budgets(now)), table="budgets"
+                "escalation_state_updates_applied_total",
+                len(records),
+                timeout=SEED_TIMEOUT,
+                table="history",
+            )
+            w.wait_metric(
+                "escalation_state_updates_applied_total",
+                len(samples.budgets(now)),
+                timeout=SEED_TIMEOUT,
+                table="budgets",
             )
             w.wait_metric(
                 "escalation_state_updates_applied_total",
                 len(requalifications),
+                timeout=SEED_TIMEOUT,
                 table="requalification",
             )
 
