@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from harness import Worker
 
 from streams.kafka.admin import create_topics, wait_for_broker
 from streams.kafka.launcher import LocalKafka
@@ -92,3 +93,14 @@ def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Setting
 def topics(settings: Settings, kafka_bootstrap: str) -> list[str]:
     """Every topic of the gate, created under this test's prefix; their full names."""
     return create_topics(settings, kafka_bootstrap)
+
+
+@pytest.fixture
+def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
+    """One running gate worker (``memory://``) on this test's topics; stopped after."""
+    w = Worker(settings, "w1").start()
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.stop()

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -30,16 +29,6 @@ CAUSAL = ["proposal_received", "decision", "approval_accepted",
 
 def _in_order(trail: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(trail, key=lambda e: (e["at"], CAUSAL.index(e["kind"]), e["seq"]))
-
-
-@pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    w = Worker(settings, "w1").start()
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
 
 
 def _proposal(name: str, number: int, service: str | None = None) -> Proposal:

@@ -6,11 +6,9 @@ import datetime as dt
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 from harness import DecisionReader, Feed, Worker
 
 from streams import samples
@@ -31,16 +29,6 @@ def _run(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Com
         [sys.executable, "-m", "streams.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT,
     )  # fmt: skip
-
-
-@pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    w = Worker(settings, "w1").start()
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
 
 
 def test_history_import_and_publish_make_a_pattern_autonomous_on_day_one(

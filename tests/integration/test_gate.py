@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Iterator
 
 import orjson
-import pytest
 from harness import DecisionReader, Feed, Reader, Worker
 
 from streams import samples
 from streams.models import HistoryRecord
 from streams.policy import decision_id_for
 from streams.settings import Settings
-
-
-@pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    w = Worker(settings, "w1").start()
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
 
 
 def _now() -> dt.datetime:

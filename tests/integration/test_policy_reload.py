@@ -7,10 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from harness import FAST_POLICY, DecisionReader, Feed, Reader, Worker
 
 from streams import samples
@@ -20,16 +18,6 @@ from streams.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 LOOSER = ROOT / "policies" / "examples" / "looser-v1.4.yaml"
 L4 = next(s for s in samples.SCENARIOS if s.expected_level == 4)
-
-
-@pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    w = Worker(settings, "w1").start()
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
 
 
 def _decide(settings: Settings, feed: Feed, number: int, service: str) -> dict:
