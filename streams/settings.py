@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         le=1000,
         description="How long the output producer waits to fill a batch (librdkafka linger.ms).",
     )
+    stall_seconds: float = Field(
+        default=90.0,
+        gt=0,
+        description="An assigned input partition with input waiting whose committed offset "
+        "has not moved for this long stops the worker, to be restarted (a stalled consumer).",
+    )
     metrics_addr: str = Field(default="127.0.0.1", description="Prometheus bind address.")
     metrics_port_file: Path | None = Field(
         default=None, description="Write the bound metrics port here (for port 0)."

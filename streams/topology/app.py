@@ -59,7 +59,7 @@ from streams.settings import Settings
 from streams.signing import signature_ok
 from streams.state import lifecycle, reducers
 from streams.topology.mirror import Mirror
-from streams.topology.pending import load_pending
+from streams.topology.pending import load_pending, progress
 from streams.topology.resync import last_heads
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ class Gate:
         self.app.agent(self.t_control, name="control")(self._control)
         self.app.agent(self.t_answers, name="lifecycle")(self._lifecycle)
         self.app.timer(settings.tick_seconds)(self._tick)
+        self.app.timer(min(30.0, settings.stall_seconds / 3))(self._watchdog)
+        self._progress: dict[tuple[str, int], tuple[int, float]] = {}
         self.app.task(self._start_mirror)
         self._policy_gauges()
 
@@ -202,9 +204,9 @@ class Gate:
         if left:
             log.warning("%d records still queued when partitions were revoked", left)
 
-    def _fatal(self, error: DeliveryError) -> None:
-        """A record could not be written: exit before the input that caused it is
-        acknowledged, so that it is processed again after the restart."""
+    def _fatal(self, error: Exception) -> None:
+        """A record could not be written (or a consumer stalled): exit before anything
+        more is acknowledged, so that it is processed again after the restart."""
         log.critical("%s; exiting so that the unacknowledged input is redelivered", error)
         logging.shutdown()
         os._exit(70)  # EX_SOFTWARE: no finalisers, no offset commit on the way out
@@ -227,6 +229,7 @@ class Gate:
         owned = {tp.partition for tp in assigned if tp.topic == self.lifecycle_topic}
         self._heads.clear()
         self._synced_heads.clear()
+        self._progress.clear()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
@@ -925,6 +928,47 @@ class Gate:
                 heapq.heappush(self._due, (deadline, entry["decision_id"]))
         else:
             self._deadlines.pop(entry["decision_id"], None)
+
+    async def _watchdog(self) -> None:
+        """Stop the worker when an input partition it is assigned has input waiting and
+        its committed offset has not moved for ``stall_seconds``.
+
+        Faust has, rarely, left a partition unserved after a rebalance for minutes;
+        nothing is lost, but nothing is decided either. The exit is logged at
+        CRITICAL; a supervisor restarts the worker, and the group gives the partition
+        to a worker that serves it.
+        """
+        if not self._resynced.is_set() or not self.mirror.ready.is_set():
+            return  # a worker still catching up on state is slow, not stalled
+        # The agents' input topics only: table changelogs and Faust's own topics have
+        # no committed offsets of this group.
+        inputs = {
+            self.settings.topic(name)
+            for name in ("proposals", "outcomes", "error-budgets", "control", "approvals")
+        } | {self.lifecycle_topic}
+        tps = {(tp.topic, tp.partition) for tp in self._assigned if tp.topic in inputs}
+        try:
+            offsets = await asyncio.get_running_loop().run_in_executor(
+                None, progress, self.bootstrap, self.app.conf.id, tps
+            )
+        except Exception as exc:
+            log.warning("stall watchdog could not read offsets: %s", exc)
+            return
+        now = time.monotonic()
+        for tp, (committed, end) in offsets.items():
+            seen = self._progress.get(tp)
+            if committed >= end:  # nothing waiting
+                self._progress.pop(tp, None)
+            elif seen is None or seen[0] != committed:
+                self._progress[tp] = (committed, now)
+            elif now - seen[1] >= self.settings.stall_seconds:
+                self._fatal(
+                    RuntimeError(
+                        f"{tp[0]}[{tp[1]}] is assigned here and has input up to offset {end}, "
+                        f"but its committed offset stayed at {committed} for "
+                        f"{now - seen[1]:.0f}s (stalled consumer)"
+                    )
+                )
 
     async def _tick(self) -> None:
         """Escalate every approval whose timeout passed (soonest deadline first).

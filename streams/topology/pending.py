@@ -92,3 +92,36 @@ def load_pending(
     finally:
         consumer.close()
     return pending
+
+
+def progress(
+    bootstrap: str, group: str, tps: set[tuple[str, int]], *, timeout: float = 10.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """``(committed offset, end offset)`` of ``group`` on each (topic, partition).
+
+    Where the group has committed nothing, the committed offset is the partition's
+    first offset (where the group will start).
+    """
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    if not tps:
+        return out
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,  # only to read its committed offsets; never subscribes
+            "enable.auto.commit": False,
+            "logger": CLIENT_LOG,
+        }
+    )
+    try:
+        wanted = [TopicPartition(topic, partition) for topic, partition in sorted(tps)]
+        for tp in consumer.committed(wanted, timeout=timeout):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=timeout
+            )
+            # Nothing committed yet: the group starts from the first record there is.
+            committed = tp.offset if tp.offset >= 0 else low
+            out[(tp.topic, tp.partition)] = (committed, high)
+    finally:
+        consumer.close()
+    return out
