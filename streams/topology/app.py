@@ -59,7 +59,7 @@ from streams.settings import Settings
 from streams.signing import signature_ok
 from streams.state import lifecycle, reducers
 from streams.topology.mirror import Mirror
-from streams.topology.pending import load_pending, progress
+from streams.topology.pending import load_pending, progress, stalled
 from streams.topology.resync import last_heads
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,8 @@ class Gate:
         self._due: list[tuple[float, str]] = []
         self._overdue_logged = -1e9
         self._resynced = asyncio.Event()
+        self._generation = 0
+        self._resync_task: asyncio.Task[None] | None = None
         self._assigned: set[Any] = set()
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
@@ -198,6 +200,7 @@ class Gate:
         their next owner re-syncs its chain heads from the audit topic."""
         del signal
         self._resynced.clear()
+        self._generation += 1  # an assignment re-sync still running is now stale
         revoked: set[Any] = args[0] if args else set()
         self._assigned -= revoked
         left = await self.sink.flush(seconds=10.0)
@@ -212,12 +215,15 @@ class Gate:
         os._exit(70)  # EX_SOFTWARE: no finalisers, no offset commit on the way out
 
     async def _on_assigned(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
-        """Re-sync the heads of the audit chains this worker now writes, and re-read
-        the pending approvals of its lifecycle partitions.
+        """Start re-reading the state of the new assignment, and return at once.
 
-        Agents and the timer wait (``_resynced``) until this is done, so no event is
-        sealed on a head that another worker moved on while this one did not own the
-        partition, and no answer is judged without its pending entry.
+        The re-reads (the audit chains' heads, the pending approvals of the lifecycle
+        partitions) run in a task of their own; agents and the timer wait for it
+        (``_resynced``), so no event is sealed on a head another worker moved on and
+        no answer is judged without its pending entry. Blocking Faust's assignment
+        callback on them instead let Faust's recovery resume the partitions first,
+        and under load a partition then stayed unserved for minutes (reproduced with
+        the crash test on a loaded machine; README, Reliability).
         """
         del signal
         self._resynced.clear()
@@ -227,37 +233,61 @@ class Gate:
             tp.partition for tp in assigned if tp.topic == self.t_proposals.get_topic_name()
         }
         owned = {tp.partition for tp in assigned if tp.topic == self.lifecycle_topic}
+        self._generation += 1
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._resync_task = asyncio.create_task(
+            self._resync(self._generation, partitions, owned), name="assignment-resync"
+        )
+
+    async def _resync(self, generation: int, partitions: set[int], owned: set[int]) -> None:
+        """The re-reads of one assignment; ``_resynced`` is set once they are in place.
+
+        If either cannot be read (three tries), the worker exits and is restarted:
+        sealing onto an unconfirmed head could fork a chain, and running without the
+        open approvals would refuse their answers and page nobody on their timeouts.
+        """
+        started = time.monotonic()
+        pending = await self._reread(
+            "pending approvals",
+            load_pending,
+            self.bootstrap,
+            self.lifecycle_topic,
+            self.app.conf.id,
+            owned,
+        )
+        heads = await self._reread(
+            "audit chain heads", last_heads, self.bootstrap, self.audit_topic, partitions
+        )
+        if pending is None or heads is None or generation != self._generation:
+            return  # exiting, or a newer assignment (or a revocation) superseded this one
         self._heads.clear()
         self._synced_heads.clear()
         self._progress.clear()
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        try:
-            pending = await loop.run_in_executor(
-                None, load_pending, self.bootstrap, self.lifecycle_topic, self.app.conf.id, owned
-            )
-        except Exception as exc:
-            # Running without the open approvals would refuse their answers and page
-            # nobody on their timeouts: restart and read them again instead.
-            self._fatal(DeliveryError(f"cannot re-read pending approvals: {exc}"))
-            return
         self._adopt_pending(pending)
+        for partition in partitions:
+            chain = f"p{partition}"
+            self._synced_heads[chain] = heads.get(chain, ChainHead.empty(chain))
         log.info(
-            "lifecycle partitions %s re-read in %.2fs", sorted(owned), time.monotonic() - started
+            "assignment ready after %.2fs (%d pending entries)",
+            time.monotonic() - started,
+            len(self.pending),
         )
-        try:
-            heads = await loop.run_in_executor(
-                None, last_heads, self.bootstrap, self.audit_topic, partitions
-            )
-        except Exception:
-            log.exception("audit head re-sync failed; continuing from the table")
-        else:
-            for partition in partitions:
-                chain = f"p{partition}"
-                self._synced_heads[chain] = heads.get(chain, ChainHead.empty(chain))
-        finally:
-            log.info("assignment ready after %.2fs", time.monotonic() - started)
-            self._resynced.set()
+        self._resynced.set()
+
+    async def _reread(self, what: str, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)`` off the event loop, tried three times; ``None`` after exiting."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(3):
+            try:
+                return await loop.run_in_executor(None, read, *args)
+            except Exception as exc:
+                if attempt == 2:
+                    self._fatal(RuntimeError(f"cannot re-read the {what}: {exc}"))
+                    return None
+                log.warning("re-reading the %s failed (%s); trying again", what, exc)
+                await asyncio.sleep(1.0 + attempt)
+        return None
 
     def _adopt_pending(self, pending: dict[int, dict[str, lifecycle.Entry]]) -> None:
         self.pending.clear()
@@ -954,21 +984,22 @@ class Gate:
         except Exception as exc:
             log.warning("stall watchdog could not read offsets: %s", exc)
             return
+        if not self._resynced.is_set():
+            return  # a rebalance began meanwhile: its assignment starts a new watch
+        owned = {(tp.topic, tp.partition) for tp in self._assigned}
+        offsets = {tp: value for tp, value in offsets.items() if tp in owned}
         now = time.monotonic()
-        for tp, (committed, end) in offsets.items():
-            seen = self._progress.get(tp)
-            if committed >= end:  # nothing waiting
-                self._progress.pop(tp, None)
-            elif seen is None or seen[0] != committed:
-                self._progress[tp] = (committed, now)
-            elif now - seen[1] >= self.settings.stall_seconds:
-                self._fatal(
-                    RuntimeError(
-                        f"{tp[0]}[{tp[1]}] is assigned here and has input up to offset {end}, "
-                        f"but its committed offset stayed at {committed} for "
-                        f"{now - seen[1]:.0f}s (stalled consumer)"
-                    )
+        for topic, partition in stalled(
+            self._progress, offsets, now=now, after=self.settings.stall_seconds
+        ):
+            committed, end = offsets[(topic, partition)]
+            self._fatal(
+                RuntimeError(
+                    f"{topic}[{partition}] is assigned here and has input up to offset {end}, "
+                    f"but its committed offset stayed at {committed} for "
+                    f"{self.settings.stall_seconds:.0f}s or more (stalled consumer)"
                 )
+            )
 
     async def _tick(self) -> None:
         """Escalate every approval whose timeout passed (soonest deadline first).

@@ -125,3 +125,28 @@ def progress(
     finally:
         consumer.close()
     return out
+
+
+Progress = dict[tuple[str, int], tuple[int, float]]
+
+
+def stalled(
+    seen: Progress,
+    offsets: dict[tuple[str, int], tuple[int, int]],
+    *,
+    now: float,
+    after: float,
+) -> list[tuple[str, int]]:
+    """Update ``seen`` (committed offset and since when, per partition with input
+    waiting) from ``offsets`` (:func:`progress`); the partitions whose committed
+    offset has not moved for ``after`` seconds while input waited."""
+    out = []
+    for tp, (committed, end) in offsets.items():
+        held = seen.get(tp)
+        if committed >= end:  # nothing waiting
+            seen.pop(tp, None)
+        elif held is None or held[0] != committed:
+            seen[tp] = (committed, now)
+        elif now - held[1] >= after:
+            out.append(tp)
+    return out
