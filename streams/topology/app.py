@@ -295,9 +295,8 @@ class Gate:
         self._deadlines.clear()
         self._due.clear()
         for partition, entries in pending.items():
-            for decision_id, entry in entries.items():
+            for entry in entries.values():
                 self._store_entry(partition, entry)
-                del decision_id
         log.info("%d pending entries re-read from the lifecycle log", len(self.pending))
 
     async def _start_mirror(self) -> None:
