@@ -58,6 +58,7 @@ from streams.policy import Policy, decision_id_for, evaluate, parse_policy
 from streams.settings import Settings
 from streams.signing import signature_ok
 from streams.state import lifecycle, reducers
+from streams.topology.diagnose import partition_state
 from streams.topology.mirror import Mirror
 from streams.topology.pending import load_pending, progress, stalled
 from streams.topology.resync import last_heads
@@ -162,6 +163,7 @@ class Gate:
         self._assigned: set[Any] = set()
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
+        self.app.on_rebalance_complete.connect(self._hold_flow)  # type: ignore[arg-type] # faust stub
 
         self.mirror = Mirror(bootstrap, topic("state"))
         self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
@@ -206,6 +208,25 @@ class Gate:
         left = await self.sink.flush(seconds=10.0)
         if left:
             log.warning("%d records still queued when partitions were revoked", left)
+
+    async def _hold_flow(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
+        """Hold fetched records out of the agents' queues until Faust's recovery has
+        sought the stream partitions to their committed offsets.
+
+        Faust (0.15.3, ``Recovery.on_recovery_completed`` and ``_resume_streams``)
+        sends this signal, resumes the stream partitions, awaits the seek to committed
+        offsets, and only then resumes its flow control, which clears every agent's
+        queue. Its flow control is already active at that point (changelog recovery
+        resumed it), so records fetched during the seek reach the queues and are
+        cleared; aiokafka's position has moved past them, and its
+        ``seek_to_committed`` does not seek a partition without a committed offset.
+        Those records were then not delivered until the next rebalance: a partition
+        stalled (found with ``streams.topology.diagnose`` on a stall: aiokafka at
+        position 1, Faust's read offset and the agent's queue empty). Suspended here,
+        a fetched record waits in the conductor until the resume instead.
+        """
+        del args, signal
+        self.app.flow_control.suspend()
 
     def _fatal(self, error: Exception) -> None:
         """A record could not be written (or a consumer stalled): exit before anything
@@ -992,6 +1013,7 @@ class Gate:
             self._progress, offsets, now=now, after=self.settings.stall_seconds
         ):
             committed, end = offsets[(topic, partition)]
+            log.critical("stalled: %s", partition_state(self.app, topic, partition))
             self._fatal(
                 RuntimeError(
                     f"{topic}[{partition}] is assigned here and has input up to offset {end}, "
