@@ -100,8 +100,11 @@ def settings_drift(data_dir: Path, *, store: str, partitions: int) -> list[str]:
 def run_faust(args: argparse.Namespace) -> None:
     import faust  # noqa: PLC0415
 
+    # The gate's App: Faust with the gate's one transport fix (streams/topology/transport.py).
+    from streams.topology.transport import App  # noqa: PLC0415
+
     (args.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = App(
         args.app_id,
         **faust_app_args(
             bootstrap=args.bootstrap,

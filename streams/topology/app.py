@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import faust
 import orjson
 from faust.streams import current_event
 from pydantic import BaseModel
@@ -62,6 +61,7 @@ from streams.topology.diagnose import partition_state
 from streams.topology.mirror import Mirror
 from streams.topology.pending import load_pending, progress, stalled
 from streams.topology.resync import last_heads
+from streams.topology.transport import App
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Gate:
         self.metrics = metrics
         self.bootstrap = bootstrap
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-        self.app = faust.App(
+        self.app = App(
             # The prefix keeps the consumer group and the table changelogs of two
             # deployments (or two tests) on one cluster apart.
             f"{settings.topic_prefix}{settings.app_id}",
@@ -217,13 +217,13 @@ class Gate:
         sends this signal, resumes the stream partitions, awaits the seek to committed
         offsets, and only then resumes its flow control, which clears every agent's
         queue. Its flow control is already active at that point (changelog recovery
-        resumed it), so records fetched during the seek reach the queues and are
-        cleared; aiokafka's position has moved past them, and its
-        ``seek_to_committed`` does not seek a partition without a committed offset.
-        Those records were then not delivered until the next rebalance: a partition
-        stalled (found with ``streams.topology.diagnose`` on a stall: aiokafka at
-        position 1, Faust's read offset and the agent's queue empty). Suspended here,
-        a fetched record waits in the conductor until the resume instead.
+        resumed it), so a record fetched during the seek could reach a queue and be
+        cleared, with aiokafka's position already past it: the same kind of loss as
+        the one streams/topology/transport.py fixes (that one was observed; this one
+        was found reading the code). Suspended here, a fetched record waits in
+        Faust's conductor until the resume. The cost: a record fetched before its
+        partition's seek is delivered and fetched again after it; Faust's read offset
+        lets at most the last of them through twice (the same ``decision_id``).
         """
         del args, signal
         self.app.flow_control.suspend()

@@ -27,6 +27,20 @@ from streams.state.lifecycle import Entry, fold
 log = logging.getLogger(__name__)
 
 
+def _group_reader(bootstrap: str, group: str, **extra: object) -> Consumer:
+    """A consumer with the gate's own group id, only to read the group's committed
+    offsets: it never subscribes, so it never joins the group, and never commits."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "logger": CLIENT_LOG,
+            **extra,
+        }
+    )
+
+
 def load_pending(
     bootstrap: str, topic: str, group: str, partitions: set[int], *, timeout: float = 60.0
 ) -> dict[int, dict[str, Entry]]:
@@ -38,17 +52,7 @@ def load_pending(
     pending: dict[int, dict[str, Entry]] = {p: {} for p in partitions}
     if not partitions:
         return pending
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            # The gate's own group, only to read its committed offsets: this consumer
-            # never subscribes, so it never joins the group.
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "logger": CLIENT_LOG,
-        }
-    )
+    consumer = _group_reader(bootstrap, group, **{"enable.partition.eof": True})
     deadline = time.monotonic() + timeout
     try:
         committed = consumer.committed(
@@ -105,14 +109,7 @@ def progress(
     out: dict[tuple[str, int], tuple[int, int]] = {}
     if not tps:
         return out
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,  # only to read its committed offsets; never subscribes
-            "enable.auto.commit": False,
-            "logger": CLIENT_LOG,
-        }
-    )
+    consumer = _group_reader(bootstrap, group)
     try:
         wanted = [TopicPartition(topic, partition) for topic, partition in sorted(tps)]
         for tp in consumer.committed(wanted, timeout=timeout):

@@ -281,9 +281,8 @@ class Feed:
         requalifications = samples.requalifications(now)
         self.send("control", [encode(c) for c in requalifications], key="control")
         # Budgets and re-qualifications pass through the workers' agents while a second
-        # worker may still be joining the group; after a rebalance Faust has, rarely,
-        # taken minutes to serve a partition again (late, not lost: see README,
-        # Reliability), so this waits as long as the fault tests do.
+        # worker may still be joining the group (a rebalance, with recovery, on a
+        # loaded machine), so this waits as long as the fault tests do.
         for w in workers:
             w.wait_metric(
                 "escalation_state_updates_applied_total",
