@@ -163,7 +163,6 @@ class Gate:
         self._assigned: set[Any] = set()
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
-        self.app.on_rebalance_complete.connect(self._hold_flow)  # type: ignore[arg-type] # faust stub
 
         self.mirror = Mirror(bootstrap, topic("state"))
         self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
@@ -208,25 +207,6 @@ class Gate:
         left = await self.sink.flush(seconds=10.0)
         if left:
             log.warning("%d records still queued when partitions were revoked", left)
-
-    async def _hold_flow(self, _sender: Any, *args: Any, signal: Any, **_kw: Any) -> None:
-        """Hold fetched records out of the agents' queues until Faust's recovery has
-        sought the stream partitions to their committed offsets.
-
-        Faust (0.15.3, ``Recovery.on_recovery_completed`` and ``_resume_streams``)
-        sends this signal, resumes the stream partitions, awaits the seek to committed
-        offsets, and only then resumes its flow control, which clears every agent's
-        queue. Its flow control is already active at that point (changelog recovery
-        resumed it), so a record fetched during the seek could reach a queue and be
-        cleared, with aiokafka's position already past it: the same kind of loss as
-        the one streams/topology/transport.py fixes (that one was observed; this one
-        was found reading the code). Suspended here, a fetched record waits in
-        Faust's conductor until the resume. The cost: a record fetched before its
-        partition's seek is delivered and fetched again after it; Faust's read offset
-        lets at most the last of them through twice (the same ``decision_id``).
-        """
-        del args, signal
-        self.app.flow_control.suspend()
 
     def _fatal(self, error: Exception) -> None:
         """A record could not be written (or a consumer stalled): exit before anything

@@ -1,5 +1,5 @@
-"""Faust's aiokafka transport, with two fixes that keep a rebalance from skipping
-records.
+"""Faust with three fixes that keep a rebalance from skipping records: two in its
+aiokafka consumer, one in its flow control.
 
 Faust drops fetched records in several places during a rebalance (records of a
 partition it has paused, records fetched while its flow is stopped) and relies on
@@ -25,9 +25,20 @@ rebalance (the crash test on a loaded machine; README, Reliability).
    fetch drained the paused stream partitions too, and Faust dropped their records.
    :meth:`Consumer._getmany` hands aiokafka a snapshot taken on the event loop.
 
+3. **Faust cleared its queues after the seek.** ``Recovery.on_recovery_completed``
+   (and ``_resume_streams``) sends ``on_rebalance_complete``, resumes the stream
+   partitions, awaits the seek to committed offsets, and only then resumes its flow
+   control, which clears every agent's queue. The flow control is already active
+   then (changelog recovery resumed it), so a record fetched during the seek could
+   reach a queue and be cleared with aiokafka's position past it (found reading the
+   code, not observed). :meth:`App._hold_flow` suspends the flow control on that
+   signal; a fetched record waits in Faust's conductor until the resume. The cost:
+   a record fetched before its partition's seek is delivered and fetched again
+   after it; Faust's read offset lets at most the last of them through twice (the
+   same ``decision_id``).
+
 Checked against faust-streaming 0.15.3 and aiokafka 0.14.0 (constraints.txt);
-tests/unit/test_transport.py fails if either fix is removed. The third, related
-hold on Faust's flow control is in ``Gate._hold_flow`` (streams/topology/app.py).
+tests/unit/test_transport.py fails if any of the three is removed.
 """
 
 from __future__ import annotations
@@ -60,7 +71,15 @@ class Transport(driver.Transport):
 
 
 class App(faust.App):
-    """A Faust app whose consumer is :class:`Consumer` (producers are unchanged)."""
+    """A Faust app whose consumer is :class:`Consumer` (producers are unchanged) and
+    whose flow control holds from ``on_rebalance_complete`` until Faust resumes it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_rebalance_complete.connect(self._hold_flow)  # type: ignore[arg-type] # faust stub
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
+
+    async def _hold_flow(self, _sender: Any, **_kwargs: Any) -> None:
+        self.flow_control.suspend()

@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.topology.transport import Consumer
+from streams.topology.transport import App, Consumer
 
 STREAM = TP("escalation.error-budgets", 2)
 
@@ -89,3 +89,14 @@ def test_with_latest_the_library_behaviour_is_kept() -> None:
     consumer, thread = _seeking({TP("p", 0): None}, "latest")
     asyncio.run(consumer.seek_to_committed())
     assert thread.to_beginning == []
+
+
+def test_flow_control_holds_from_rebalance_complete_until_faust_resumes_it() -> None:
+    app = App("hold-flow-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+
+    async def rebalance_complete() -> None:
+        app.flow_control.resume()  # as changelog recovery leaves it
+        await app.on_rebalance_complete.send()
+
+    asyncio.run(rebalance_complete())
+    assert not app.flow_control.is_active()
