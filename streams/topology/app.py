@@ -221,10 +221,10 @@ class Gate:
         The re-reads (the audit chains' heads, the pending approvals of the lifecycle
         partitions) run in a task of their own; agents and the timer wait for it
         (``_resynced``), so no event is sealed on a head another worker moved on and
-        no answer is judged without its pending entry. Blocking Faust's assignment
-        callback on them instead let Faust's recovery resume the partitions first,
-        and under load a partition then stayed unserved for minutes (reproduced with
-        the crash test on a loaded machine; README, Reliability).
+        no answer is judged without its pending entry. Inside Faust's assignment
+        callback they would hold up the whole rebalance (Faust awaits its callbacks)
+        for two reads of the broker. (A partition stall once blamed on that had
+        another cause, fixed in streams/topology/transport.py.)
         """
         del signal
         self._resynced.clear()
@@ -963,10 +963,11 @@ class Gate:
         """Stop the worker when an input partition it is assigned has input waiting and
         its committed offset has not moved for ``stall_seconds``.
 
-        Faust has, rarely, left a partition unserved after a rebalance for minutes;
-        nothing is lost, but nothing is decided either. The exit is logged at
-        CRITICAL; a supervisor restarts the worker, and the group gives the partition
-        to a worker that serves it.
+        A backstop: Faust once left partitions unserved after a rebalance until the
+        next one (the cause is fixed in streams/topology/transport.py); nothing was
+        lost, but nothing was decided either. The exit is logged at CRITICAL with the
+        partition's Faust and aiokafka state; a supervisor restarts the worker, and
+        the group gives the partition to a worker that serves it.
         """
         if not self._resynced.is_set() or not self.mirror.ready.is_set():
             return  # a worker still catching up on state is slow, not stalled
