@@ -129,6 +129,19 @@ class Gate:
         # Answers and the decisions they answer, both keyed by decision id: one agent,
         # co-partitioned, so the pending entry and its answers meet on one worker.
         self.t_answers = self.app.topic(topic("lifecycle"), topic("approvals"), **raw)
+        # The agents' input topics: the ones the stall watchdog watches (table changelogs
+        # and Faust's own topics have no committed offsets of this group).
+        self._inputs: frozenset[str] = frozenset(
+            name
+            for source in (
+                self.t_proposals,
+                self.t_outcomes,
+                self.t_budgets,
+                self.t_control,
+                self.t_answers,
+            )
+            for name in source.topics
+        )
         self.audit_topic = topic("audit")
         self.state_topic = topic("state")
         self.lifecycle_topic = topic("lifecycle")
@@ -971,13 +984,7 @@ class Gate:
         """
         if not self._resynced.is_set() or not self.mirror.ready.is_set():
             return  # a worker still catching up on state is slow, not stalled
-        # The agents' input topics only: table changelogs and Faust's own topics have
-        # no committed offsets of this group.
-        inputs = {
-            self.settings.topic(name)
-            for name in ("proposals", "outcomes", "error-budgets", "control", "approvals")
-        } | {self.lifecycle_topic}
-        tps = {(tp.topic, tp.partition) for tp in self._assigned if tp.topic in inputs}
+        tps = {(tp.topic, tp.partition) for tp in self._assigned if tp.topic in self._inputs}
         try:
             offsets = await asyncio.get_running_loop().run_in_executor(
                 None, progress, self.bootstrap, self.app.conf.id, tps
