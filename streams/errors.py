@@ -30,3 +30,7 @@ class KafkaLauncherError(EscalationError, RuntimeError):
 
 class AuditChainError(EscalationError, ValueError):
     """An audit event does not fit the hash chain."""
+
+
+class KeyFileError(EscalationError, ValueError):
+    """A key file is missing, unreadable, of the wrong kind or readable by others."""
