@@ -20,13 +20,16 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from streams.errors import KeyFileError
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 from streams.models.codec import canonical_json
 
 ALG = "ed25519"
@@ -216,3 +219,40 @@ class PublicKeys:
         if isinstance(signature, Mapping) and isinstance(signature.get("key_id"), str):
             return str(signature["key_id"])
         return None
+
+
+def dev_key(settings: Settings, name: str) -> Path:
+    """Where development mode keeps a key it made: ``DATA_DIR/keys/NAME.key``."""
+    return settings.data_dir / "keys" / f"{name}.key"
+
+
+def gate_signer(settings: Settings) -> Signer:
+    """The gate's signing key from ``ESCALATION_GATE_KEY_FILE``.
+
+    Unset, it is refused, unless in development mode (``ESCALATION_DEV``), where a key
+    is made once under the data directory and reused after.
+    """
+    if settings.gate_key_file is not None:
+        return load_private(settings.gate_key_file, name="escalation-gate")
+    if not settings.dev:
+        msg = (
+            "ESCALATION_GATE_KEY_FILE is not set: the gate signs with a key of its own "
+            "(make one with `escalation keys new --gate`), or run in development mode "
+            "(ESCALATION_DEV=1) to make one under the data directory"
+        )
+        raise KeyFileError(msg)
+    path = dev_key(settings, "gate")
+    if not path.exists():
+        write_private(generate("escalation-gate"), path)
+    return load_private(path, name="escalation-gate")
+
+
+def gate_public_keys(settings: Settings) -> PublicKeys:
+    """Every public key of the gate a verifier accepts (current and retired)."""
+    if settings.gate_public_keys:
+        return PublicKeys.from_pem_files(settings.gate_public_keys)
+    if settings.gate_key_file is not None:
+        return PublicKeys.from_pem_files(
+            [settings.gate_key_file.with_name(settings.gate_key_file.name + ".pub")]
+        )
+    return PublicKeys([gate_signer(settings).public])

@@ -69,6 +69,21 @@ class Settings(BaseSettings):
         default=SecretStr(DEFAULT_APPROVAL_SECRET),
         description="HMAC-SHA256 secret of the approval channel.",
     )
+    dev: bool = Field(
+        default=False,
+        description="Development mode: keys missing from the settings are made under "
+        "DATA_DIR/keys instead of refusing to start. Never in production.",
+    )
+    gate_key_file: Path | None = Field(
+        default=None,
+        description="The gate's Ed25519 private key (PEM, mode 0600): signs decisions, "
+        "commands and audit checkpoints.",
+    )
+    gate_public_keys: tuple[Path, ...] = Field(
+        default=(),
+        description="Public keys of the gate, current and retired (PEM files, comma-separated "
+        "or JSON list), for verifiers; empty means the current key's .pub file.",
+    )
     audit_host: str = Field(default="escalation-gate", description="HEC envelope host.")
     audit_index: str = Field(default="escalation", description="Splunk index of audit events.")
     store: str = Field(default="rocksdb://", description="Faust table store (memory:// in tests).")

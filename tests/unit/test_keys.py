@@ -8,6 +8,7 @@ import pytest
 
 from streams import keys
 from streams.errors import KeyFileError
+from streams.settings import Settings
 
 
 def test_a_signed_body_verifies_and_any_change_is_refused() -> None:
@@ -66,3 +67,21 @@ def test_several_public_keys_in_one_file(tmp_path: Path) -> None:
     path = tmp_path / "gate.pub"
     path.write_text(keys.public_pem(a.public) + keys.public_pem(b.public))
     assert keys.PublicKeys.from_pem_files([path]).ids() == sorted([a.key_id, b.key_id])
+
+
+def test_the_gate_refuses_to_run_without_a_key_outside_development(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="ESCALATION_GATE_KEY_FILE is not set"):
+        keys.gate_signer(Settings(data_dir=tmp_path))
+    dev = Settings(data_dir=tmp_path, dev=True)
+    first = keys.gate_signer(dev)
+    assert keys.gate_signer(dev).key_id == first.key_id  # made once, then reused
+    assert keys.gate_public_keys(dev).ids() == [first.key_id]
+
+
+def test_a_configured_gate_key_and_its_retired_keys_verify(tmp_path: Path) -> None:
+    old, new = keys.generate(), keys.generate()
+    old_pub = keys.write_private(old, tmp_path / "old.key")
+    new_pub = keys.write_private(new, tmp_path / "new.key")
+    settings = Settings(gate_key_file=tmp_path / "new.key", gate_public_keys=(new_pub, old_pub))
+    assert keys.gate_signer(settings).key_id == new.key_id
+    assert keys.gate_public_keys(settings).verify(old.sign({"a": 1})) is None
