@@ -11,6 +11,7 @@ from streams.models.decision import (
     Decision,
     ExecuteCommand,
     OncallEscalation,
+    OncallResolution,
     Route,
     Trigger,
 )
@@ -31,6 +32,7 @@ MESSAGES = {
     "decision": Decision,
     "execute-command": ExecuteCommand,
     "oncall-escalation": OncallEscalation,
+    "oncall-resolution": OncallResolution,
     "approval": ApprovalResponse,
     "outcome": Outcome,
     "error-budget-update": ErrorBudgetUpdate,
@@ -62,6 +64,7 @@ __all__ = [
     "History",
     "HistoryRecord",
     "OncallEscalation",
+    "OncallResolution",
     "Outcome",
     "Proposal",
     "RecentAutonomous",

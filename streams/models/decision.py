@@ -102,17 +102,45 @@ class ExecuteCommand(WireModel):
 
 
 class OncallEscalation(WireModel):
-    """A page to on-call: an approval nobody answered, or a failed verification."""
+    """A page to on-call: an approval nobody answered, or a failed verification.
 
+    ``target`` is the step of the policy's on-call chain this escalation pages
+    (escalation 1 the first, 2 the second, ...); ``None`` from a gate that does not
+    know the chain, and the pager then pages its default target.
+    """
+
+    type: Literal["escalation"] = "escalation"
     schema_version: Literal[1] = 1
     escalation_id: Id
     decision_id: Id
     proposal_id: Id
     reason: Literal["approval_timeout", "verification_failed"]
     escalation_number: Annotated[Count, Field(ge=1)] = 1
+    target: Id | None = None
+    level: Level | None = None
     asked: tuple[Id, ...] = ()
     service: Id
     pattern: Id
     action_type: Id
     summary: Text = ""
+    at: Instant
+
+
+class OncallResolution(WireModel):
+    """On ``oncall``, after an escalated approval was answered: every page of the
+    decision (each alert and incident its escalations opened) is resolved.
+
+    Keyed like the escalations (by service), so it follows them on their partition.
+    ``resolution_id`` is deterministic (``DECISION_ID:resolved``), for de-duplication.
+    """
+
+    type: Literal["resolved"] = "resolved"
+    schema_version: Literal[1] = 1
+    resolution_id: Id
+    decision_id: Id
+    proposal_id: Id
+    service: Id
+    escalations: Annotated[Count, Field(ge=1)]
+    answer: Literal["approve", "reject", "abort"]
+    by: Id
     at: Instant

@@ -89,6 +89,18 @@ def _samples() -> dict[str, dict[str, Any]]:
             "summary": "no answer in 10 minutes",
             "at": AT,
         },
+        "oncall-resolution": {
+            "type": "resolved",
+            "schema_version": 1,
+            "resolution_id": "d-1:resolved",
+            "decision_id": "d-1",
+            "proposal_id": "p-000123",
+            "service": "checkout-api",
+            "escalations": 2,
+            "answer": "approve",
+            "by": "alice",
+            "at": AT,
+        },
         "approval": {
             "schema_version": 1,
             "kind": "approve",
