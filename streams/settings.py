@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     )
     audit_host: str = Field(default="escalation-gate", description="HEC envelope host.")
     audit_index: str = Field(default="escalation", description="Splunk index of audit events.")
+    audit_checkpoint_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the worker writes a signed checkpoint of the audit chains "
+        "it holds (also when partitions are revoked and when it stops).",
+    )
     store: str = Field(default="rocksdb://", description="Faust table store (memory:// in tests).")
     kafka_cache_dir: Path = Field(
         default=Path.home() / ".cache" / "escalation-gate" / "kafka",

@@ -29,6 +29,9 @@ AuditKind = Literal[
     "freeze",
     "unfreeze",
     "dead_letter",
+    # A signed list of chain heads (streams/audit/checkpoint.py): what verify checks
+    # the trail against, so an edit with every later hash recomputed is still caught.
+    "checkpoint",
 ]
 
 Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
