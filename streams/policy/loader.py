@@ -142,6 +142,32 @@ def _contradictions(policy: Policy) -> list[tuple[Path_, str]]:
             ("approval", "approvers", index),
             f"{approver!r} is a trusted AI system; an AI system may never approve",
         )
+    problems += _oncall_problems(policy)
+    return problems
+
+
+def _oncall_problems(policy: Policy) -> list[tuple[Path_, str]]:
+    """An on-call chain whose steps repeat, or that timeouts can never walk to its end."""
+    chain = policy.oncall.chain
+    problems: list[tuple[Path_, str]] = []
+    seen: set[str] = set()
+    for index, target in enumerate(chain):
+        if target.name in seen:
+            problems.append(
+                (("oncall", "chain", index, "name"), f"{target.name!r} is already in the chain")
+            )
+        seen.add(target.name)
+    if len(chain) > policy.approval.max_escalations:
+        never = chain[policy.approval.max_escalations].name
+        problems.append(
+            (
+                ("oncall", "chain", policy.approval.max_escalations),
+                (
+                    f"the chain has {len(chain)} targets but approval.max_escalations is "
+                    f"{policy.approval.max_escalations}: {never!r} would never be paged"
+                ),
+            )
+        )
     return problems
 
 

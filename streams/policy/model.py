@@ -108,6 +108,36 @@ class Approval(PolicyModel):
     answer_max_age_seconds: Seconds = 900
 
 
+class OncallTarget(PolicyModel):
+    """One step of the on-call chain: a name the pager pages (Alertmanager's
+    ``escalation`` label, which its routes match; PagerDuty's routing)."""
+
+    name: Name
+    description: StrictStr = ""
+
+
+class Oncall(PolicyModel):
+    """Whom a page goes to. Approval timeouts walk ``chain`` in order (escalation 1
+    pages the first target, 2 the second, ...; past its end, the last again); a failed
+    verification pages ``verification_failed`` (default: the chain's first target)."""
+
+    chain: Annotated[tuple[OncallTarget, ...], Field(min_length=1, max_length=100)]
+    verification_failed: Name | None = None
+
+    def target(self, escalation_number: int) -> str:
+        """The target that escalation ``escalation_number`` (1-based) of a timeout pages."""
+        return self.chain[max(0, min(escalation_number, len(self.chain)) - 1)].name
+
+    @property
+    def verification_target(self) -> str:
+        """The target a failed verification pages."""
+        return self.verification_failed or self.chain[0].name
+
+
+#: A policy without an ``oncall`` section still pages someone (fail toward humans).
+DEFAULT_ONCALL = Oncall(chain=(OncallTarget(name="oncall"),))
+
+
 class Velocity(PolicyModel):
     """At most this many autonomous executions per window, per service and fleet-wide."""
 
@@ -129,6 +159,7 @@ class Policy(PolicyModel):
     shared_infrastructure: tuple[Name, ...] = ()
     regulated: Regulated = Regulated()
     approval: Approval
+    oncall: Oncall = DEFAULT_ONCALL
     abort_window_seconds: Seconds
     velocity: Velocity
 

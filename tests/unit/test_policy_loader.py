@@ -360,3 +360,88 @@ def test_nested_aliases_are_refused_in_linear_time() -> None:
     scope = next(p for p in problems if ": policy.scope " in p)
     assert scope.startswith(f"policy.yaml:{line + len(bomb)}: policy.scope must be a valid string")
     assert len(scope) < 200
+
+
+# ------------------------------------------------------------------ the on-call chain
+
+
+def test_the_shipped_chains_walk_primary_then_secondary_then_up() -> None:
+    default = parse_policy(DEFAULT.read_bytes())
+    strict = parse_policy((POLICIES / "strict-regulated.yaml").read_bytes())
+
+    assert [default.oncall.target(n) for n in (1, 2, 3)] == [
+        "sre-oncall-primary",
+        "sre-oncall-secondary",
+        "sre-manager",
+    ]
+    assert default.oncall.verification_target == "sre-oncall-primary"
+    assert strict.oncall.target(4) == "incident-commander"
+    assert len(strict.oncall.chain) <= strict.approval.max_escalations
+
+
+def test_past_the_end_of_the_chain_the_last_target_is_paged_again() -> None:
+    policy = parse_policy(DEFAULT.read_bytes())
+
+    assert policy.oncall.target(7) == "sre-manager"
+
+
+def test_a_policy_without_an_oncall_section_still_pages_someone() -> None:
+    text = DEFAULT.read_text()
+    start, end = text.index("\noncall:\n"), text.index("\n# Level 3: the human may abort")
+
+    policy = parse_policy(text[:start] + text[end:])
+
+    assert policy.oncall.target(1) == "oncall"
+    assert policy.oncall.verification_target == "oncall"
+
+
+def test_an_empty_chain_names_its_line() -> None:
+    text = DEFAULT.read_text()
+    start, end = text.index("  chain:\n"), text.index("  verification_failed:")
+    line = text[:start].count("\n") + 1
+
+    (problem,) = _problems(text[:start] + "  chain: []\n" + text[end:])
+
+    assert problem.startswith(f"policy.yaml:{line}: oncall.chain ")
+    assert "at least 1 item" in problem
+
+
+def test_a_target_without_a_name_is_refused() -> None:
+    text, line = _edit(
+        "    - name: sre-manager\n      description: the SRE engineering manager on duty\n",
+        "    - description: nobody\n",
+    )
+
+    (problem,) = _problems(text)
+
+    assert problem == f"policy.yaml:{line}: oncall.chain[2].name is required"
+
+
+def test_an_unknown_key_in_a_chain_step_is_refused() -> None:
+    text, line = _edit("    - name: sre-manager\n", "    - name: sre-manager\n      pager: 555\n")
+
+    (problem,) = _problems(text)
+
+    assert problem == f"policy.yaml:{line + 1}: oncall.chain[2].pager is not a known key"
+
+
+def test_a_target_twice_in_the_chain_is_a_contradiction() -> None:
+    text, line = _edit("    - name: sre-manager\n", "    - name: sre-oncall-primary\n")
+
+    assert _problems(text) == [
+        f"policy.yaml:{line}: oncall.chain[2].name: 'sre-oncall-primary' is already in the chain"
+    ]
+
+
+def test_a_chain_longer_than_the_escalations_is_a_contradiction() -> None:
+    text, line = _edit("  max_escalations: 3 ", "  max_escalations: 2 ")
+    manager = text.index("    - name: sre-manager")
+    manager_line = text[:manager].count("\n") + 1
+
+    assert _problems(text) == [
+        (
+            f"policy.yaml:{manager_line}: oncall.chain[2]: the chain has 3 targets but "
+            "approval.max_escalations is 2: 'sre-manager' would never be paged"
+        )
+    ]
+    assert line < manager_line
