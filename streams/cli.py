@@ -455,6 +455,9 @@ def _mount_subsystem_commands() -> None:
     cli.add_command(replay)
     policy.add_command(policy_test, "test")
     policy.add_command(policy_diff, "diff")
+    from streams.console.cli import console  # noqa: PLC0415
+
+    cli.add_command(console)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,6 +98,38 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "escalation-gate" / "kafka",
         description="Where the Apache Kafka jars are fetched to.",
     )
+    console_addr: str = Field(default="127.0.0.1", description="Console bind address.")
+    console_port: int = Field(default=8470, ge=0, le=65535, description="Console HTTP port.")
+    console_accounts_file: Path | None = Field(
+        default=None,
+        description="Local console accounts (`escalation console add-user`): one name and "
+        "argon2 password hash per line; unset: sign-in only through the proxy.",
+    )
+    console_key_file: Path | None = Field(
+        default=None,
+        description="The console's Ed25519 private key (PEM, 0600): signs its answers and "
+        "commands, naming the person signed in.",
+    )
+    console_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret of the console's signed session cookies; unset: a random one per "
+        "start (everyone signs in again after a restart).",
+    )
+    console_trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses of the authenticating proxy whose user header "
+        "the console trusts (oauth2-proxy); empty: the header is ignored.",
+    )
+    console_user_header: str = Field(
+        default="X-Forwarded-User",
+        description="Header naming the signed-in person, set by the trusted proxy.",
+    )
+    console_max_decisions: int = Field(
+        default=20_000,
+        ge=100,
+        description="Decisions the console keeps in memory (oldest "
+        "closed ones are forgotten first).",
+    )
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``proposals``."""

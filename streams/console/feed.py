@@ -1,0 +1,122 @@
+"""The console's own consumer: ``audit`` and ``state`` from their beginning, into the view.
+
+A group-less consumer (partitions assigned, no offsets committed): each console
+start folds the log again, as the worker's state mirror does. It runs in a thread;
+the view is guarded by one lock, held for a batch of records at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from streams.console.view import ConsoleView
+    from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+class Feed:
+    """Reads the topics in a thread and folds them into ``view`` under ``lock``."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, view: ConsoleView, lock: threading.Lock
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.view = view
+        self.lock = lock
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> Feed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            self._consume()
+        except Exception as exc:  # reported on the pages, logged; the console stays up
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("console feed stopped")
+
+    def _consume(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+
+        audit, state = self.settings.topic("audit"), self.settings.topic("state")
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"escalation-console-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "log_level": 3,
+            }
+        )
+        try:
+            partitions = self._partitions(consumer, (audit, state))
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+            ends = {}
+            for topic, partition in partitions:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )
+                ends[(topic, partition)] = high
+            positions: dict[tuple[str, int], int] = dict.fromkeys(partitions, 0)
+            while not self._stop.is_set():
+                messages = consumer.consume(num_messages=BATCH, timeout=0.2)
+                good = [m for m in messages if m.error() is None and m.value()]
+                if good:
+                    self._apply(good, audit)
+                    for m in good:
+                        positions[(str(m.topic()), int(m.partition() or 0))] = (
+                            int(m.offset() or 0) + 1
+                        )
+                if not self.ready.is_set() and all(
+                    positions[tp] >= end for tp, end in ends.items()
+                ):
+                    self.ready.set()
+        finally:
+            consumer.close()
+
+    def _partitions(self, consumer: Any, topics: tuple[str, ...]) -> list[tuple[str, int]]:
+        """Every partition of ``topics``, waiting (until stopped) for them to exist."""
+        while not self._stop.is_set():
+            metadata = consumer.list_topics(timeout=10)
+            found = [
+                (topic, partition)
+                for topic in topics
+                if topic in metadata.topics and metadata.topics[topic].error is None
+                for partition in metadata.topics[topic].partitions
+            ]
+            if {t for t, _ in found} == set(topics):
+                return found
+            time.sleep(1.0)  # the topics are created by `escalation topics create`
+        return []
+
+    def _apply(self, messages: list[Any], audit: str) -> None:
+        decoded = []
+        for m in messages:
+            try:
+                decoded.append((m.topic() == audit, orjson.loads(m.value())))
+            except orjson.JSONDecodeError:
+                decoded.append((m.topic() == audit, None))
+        with self.lock:
+            for is_audit, value in decoded:
+                if is_audit:
+                    self.view.apply_audit(value)
+                else:
+                    self.view.apply_state(value)
