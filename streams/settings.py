@@ -131,6 +131,33 @@ class Settings(BaseSettings):
         "closed ones are forgotten first).",
     )
 
+    slack_bot_token: SecretStr | None = Field(
+        default=None, description="The Slack app's bot token (xoxb-...) for `escalation slack`."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="The Slack app's signing secret (verifies interactivity)."
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL."
+    )
+    slack_addr: str = Field(default="127.0.0.1", description="Slack interactivity bind address.")
+    slack_port: int = Field(default=3000, ge=0, le=65535, description="Slack interactivity port.")
+    slack_port_file: Path | None = Field(
+        default=None, description="Write the bound Slack interactivity port here (for port 0)."
+    )
+    slack_users_file: Path = Field(
+        default=Path("deploy/slack/users.yaml"),
+        description="Reviewed mapping of Slack user ids to keyring people.",
+    )
+    slack_channels_file: Path = Field(
+        default=Path("deploy/slack/channels.yaml"),
+        description="Reviewed mapping of services to Slack channels, with a default.",
+    )
+    slack_key_file: Path | None = Field(
+        default=None,
+        description="The Slack bridge's Ed25519 private key (PEM, 0600): signs its answers.",
+    )
+
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``proposals``."""
         return f"{self.topic_prefix}{name}"

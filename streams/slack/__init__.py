@@ -1,0 +1,1 @@
+"""Slack approvals: the ``escalation slack`` service (docs/slack.md)."""

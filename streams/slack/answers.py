@@ -1,0 +1,98 @@
+"""Who may answer from Slack, and the signed answer a click becomes.
+
+A click is answered in the name of the keyring person its Slack user maps to
+(``users.yaml``), never in the Slack user's own name. The Slack service checks the
+person's role only to give a clear reply at once; the gate checks the signed answer
+again and is the authority.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from streams.models import ApprovalResponse
+from streams.policy import Policy
+from streams.signing import sign
+
+Role = Literal["approve", "reject", "abort"]
+CHANNEL = "slack"
+#: How long a signed answer stays valid; the gate also bounds its age by the policy.
+ANSWER_TTL = dt.timedelta(minutes=10)
+
+
+class Roles(Protocol):
+    """Whether a person holds a role (the keyring's ``roles`` of each person)."""
+
+    def may(self, person: str, role: Role) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRoles:
+    """Roles as the policy in force grants them: approvers approve, reject and abort;
+    on-call rejects and aborts. The gate judges answers by the same lists."""
+
+    policy: Policy
+
+    def may(self, person: str, role: Role) -> bool:
+        approval = self.policy.approval
+        if person in self.policy.trusted_ai_systems:
+            return False
+        if role == "approve":
+            return person in approval.approvers
+        return person in approval.approvers or person in approval.oncall
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringRoles:
+    """Roles from the keyring: person -> the roles it lists."""
+
+    roles: Mapping[str, frozenset[str]]
+
+    def may(self, person: str, role: Role) -> bool:
+        return role in self.roles.get(person, frozenset())
+
+
+def nonce_for(slack_signature: str) -> str:
+    """The answer's nonce, derived from the Slack request it came from.
+
+    A replayed request makes the same nonce, so the gate refuses it as replayed even
+    if this service forgot the request (a restart inside Slack's five minutes).
+    """
+    return hashlib.sha256(slack_signature.encode()).hexdigest()[:32]
+
+
+def signed_answer(
+    kind: Role,
+    decision_id: str,
+    person: str,
+    *,
+    nonce: str,
+    now: dt.datetime,
+    secret: str,
+    change_record: str | None = None,
+    false_positive: bool = False,
+    reason: str = "",
+) -> ApprovalResponse:
+    """The one place a Slack click becomes a signed answer on ``approvals``.
+
+    ``user`` is the keyring person the Slack user maps to and ``channel`` is
+    ``slack``, the channel that relays it.
+    """
+    answer = ApprovalResponse(
+        schema_version=1,
+        kind=kind,
+        decision_id=decision_id,
+        user=person,
+        channel=CHANNEL,
+        change_record=change_record,
+        false_positive=false_positive,
+        reason=reason,
+        nonce=nonce,
+        issued_at=now,
+        expires_at=now + ANSWER_TTL,
+    )
+    return sign(answer, secret)
