@@ -6,10 +6,13 @@ instant of the event, and gets back the sealed event and the new head.
 
 How the chain is kept
 ---------------------
-* **One chain per writer.** A chain id (``p3``) names the source partition whose
-  events it records; only the worker that is assigned that partition appends to it,
-  so a chain has exactly one writer at a time. Its events are produced to the audit
-  topic keyed by the chain id, so a chain lives in one audit partition, in order.
+* **One chain per writer.** A chain id names what it seals: ``proposals:3`` holds the
+  events derived from partition 3 of ``proposals`` (:func:`chain_for`); only the
+  worker the consumer group gives that topic-partition appends to it. Checkpoints go
+  on a chain of their writer's own (:func:`checkpoint_chain`). A chain's events are
+  produced to audit partition N (the number its name ends with), keyed by the chain
+  id, so a chain lives in one audit partition, in order; several chains share one.
+  (Earlier versions named chains ``p3`` by partition number alone; those still verify.)
 * **The head is state.** The worker keeps each chain's :class:`ChainHead` in a
   changelogged Faust table (``to_dict``/``from_dict``) and passes it to :func:`seal`.
 * **Re-sync on assignment.** A table can lag the audit topic (a crash between
@@ -70,6 +73,54 @@ DEFAULT_SOURCE = "escalation-gate"
 DEFAULT_SOURCETYPE = "escalation:audit"
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+#: Chains of signed checkpoints: ``checkpoint:WRITER:PARTITION`` (streams/audit/checkpoint.py).
+CHECKPOINT_CHAIN_PREFIX = "checkpoint:"
+_LEGACY_CHAIN = re.compile(r"^p(\d+)$")
+
+
+def chain_for(topic: str, partition: int) -> str:
+    """The chain that seals the events derived from one input partition: ``proposals:3``.
+
+    ``topic`` is the logical input topic (without the prefix). A Kafka consumer group
+    gives each topic-partition to one member at a time, so a chain named by what it
+    seals has one writer by construction, whatever the assignor does with the other
+    topics' partitions of the same number. Its events go to audit partition
+    ``partition``, which several chains (one per input topic) share.
+    """
+    if not topic or ":" in topic:
+        raise AuditChainError(f"topic: a logical topic name without ':', got {topic!r}")
+    if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+        raise AuditChainError(f"partition: must be an int >= 0, got {partition!r}")
+    return f"{topic}:{partition}"
+
+
+def checkpoint_chain(writer: str, partition: int) -> str:
+    """The chain of one writer's checkpoints in one audit partition.
+
+    A writer id is new for every worker process, so this chain has one writer too.
+    """
+    if not writer or ":" in writer:
+        raise AuditChainError(f"writer: an id without ':', got {writer!r}")
+    return f"{CHECKPOINT_CHAIN_PREFIX}{writer}:{partition}"
+
+
+def is_checkpoint_chain(chain: str) -> bool:
+    """True for a chain of signed checkpoints."""
+    return chain.startswith(CHECKPOINT_CHAIN_PREFIX)
+
+
+def audit_partition(chain: str) -> int | None:
+    """The audit partition a chain lives in: the number its name ends with.
+
+    ``proposals:3`` and ``checkpoint:W:3`` live in partition 3; so does ``p3``, a chain
+    of earlier versions (named by partition number alone). ``None`` for other names.
+    """
+    legacy = _LEGACY_CHAIN.match(chain)
+    if legacy:
+        return int(legacy.group(1))
+    _, sep, number = chain.rpartition(":")
+    return int(number) if sep and number.isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,25 +37,54 @@ What is reported, one finding per damaged record where one explains it:
   ``at``, or whose ``fields`` ``kind``, ``chain``, ``proposal_id`` or
   ``decision_id`` differ from the body's. The envelope is not covered by the hash;
   its metadata is a convenience copy for Splunk, and this one is wrong there.
+
+Signed checkpoints (:mod:`streams.audit.checkpoint`) add:
+
+* ``bad_checkpoint``: a checkpoint whose signature fails (bad signature, a key id
+  not among the public keys given, unsigned, malformed), or whose signed place is
+  not where it stands. Its heads are not used.
+* ``checkpoint_mismatch``: the trail's event at a seq a checkpoint signed has
+  another hash, or is missing inside the chain: the chain was changed (and
+  recomputed) after the checkpoint.
+* ``truncation`` also when a chain ends before a seq a checkpoint signed, and when
+  the trail does not reach a checkpoint kept outside it (``checkpoints``).
+* ``checkpoint_gap`` (with ``max_gap``): events that no signed checkpoint covered
+  within ``max_gap`` seconds (an edit with a recomputation there would go unseen).
+* ``unverified`` (a note): a checkpoint whose signature was not checked because no
+  public key was given.
+
+To match checkpoints with events in any order (an export sorted by chain), the
+verifier keeps 16 bytes of every event's hash (and, with ``max_gap``, 8 bytes of
+its instant) per event: 16-24 MB per million events.
 """
 
 from __future__ import annotations
 
+import math
+from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from streams.audit.chain import GENESIS, ChainHead, body_hash
-from streams.errors import InputError
+from streams.audit.chain import GENESIS, ChainHead, body_hash, instant_json, is_checkpoint_chain
+from streams.audit.checkpoint import check_signature, key_of, parse_checkpoint
+from streams.errors import AuditChainError, InputError
 from streams.models.audit import AuditBody, AuditEvent
 from streams.models.codec import validate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from streams.keys import PublicKeys
 
 FindingKind = Literal[
+    "bad_checkpoint",
+    "checkpoint_mismatch",
+    "checkpoint_gap",
+    "unverified",
     "edit",
     "gap",
     "reorder",
@@ -68,9 +97,20 @@ FindingKind = Literal[
 ]
 
 ERROR_KINDS: frozenset[str] = frozenset(
-    {"edit", "gap", "reorder", "duplicate", "broken_link", "truncation", "malformed"}
+    {
+        "edit",
+        "gap",
+        "reorder",
+        "duplicate",
+        "broken_link",
+        "truncation",
+        "malformed",
+        "bad_checkpoint",
+        "checkpoint_mismatch",
+        "checkpoint_gap",
+    }
 )
-NOTE_KINDS: frozenset[str] = frozenset({"redelivered", "metadata"})
+NOTE_KINDS: frozenset[str] = frozenset({"redelivered", "metadata", "unverified"})
 
 #: Recent events remembered per chain, for link checks of out-of-place events and
 #: for spotting redeliveries. Tampering farther apart than this is still reported,
@@ -201,6 +241,9 @@ class VerifyReport:
         """Audit events read (records that parsed as events), over all chains."""
         return sum(c.events for c in self.chains.values())
 
+    checkpoints: int = 0
+    unverified: int = 0
+
     @property
     def heads(self) -> dict[str, ChainHead]:
         return {name: c.head for name, c in self.chains.items()}
@@ -210,6 +253,8 @@ class VerifyReport:
             "ok": self.ok,
             "records": self.records,
             "events": self.events,
+            "checkpoints": self.checkpoints,
+            "unverified_checkpoints": self.unverified,
             "chains": {
                 name: {"events": c.events, "head": c.head.to_dict()}
                 for name, c in sorted(self.chains.items())
@@ -235,6 +280,49 @@ class _Hole:
     seq: int
 
 
+_PREFIX = 16  # bytes of each event's hash kept to match checkpoints
+_SPARSE = 1 << 20  # a seq this far beyond the dense index goes to a dict (a forged seq)
+
+
+class _Hashes:
+    """16 bytes of the hash of every intact event of a chain, by seq."""
+
+    __slots__ = ("dense", "sparse")
+
+    def __init__(self) -> None:
+        self.dense = bytearray()
+        self.sparse: dict[int, bytes] = {}
+
+    def put(self, seq: int, digest: str) -> None:
+        raw = bytes.fromhex(digest[: 2 * _PREFIX])
+        slots = len(self.dense) // _PREFIX
+        if seq < slots:
+            if not any(self.dense[seq * _PREFIX : (seq + 1) * _PREFIX]):
+                self.dense[seq * _PREFIX : (seq + 1) * _PREFIX] = raw
+        elif seq < slots + _SPARSE:
+            self.dense.extend(bytes(_PREFIX * (seq - slots)))
+            self.dense.extend(raw)
+        else:
+            self.sparse.setdefault(seq, raw)
+
+    def get(self, seq: int) -> bytes | None:
+        if 0 <= seq < len(self.dense) // _PREFIX:
+            raw = bytes(self.dense[seq * _PREFIX : (seq + 1) * _PREFIX])
+            return raw if any(raw) else None
+        return self.sparse.get(seq)
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A checkpoint's signed head of one chain, still to be matched with the trail."""
+
+    chain: str
+    seq: int
+    hash: str
+    position: int
+    what: str  # names the checkpoint in messages
+
+
 @dataclass(slots=True)
 class _Chain:
     name: str
@@ -255,6 +343,13 @@ class _Chain:
     events: int = 0
     head: ChainHead | None = None
     last_position: int = -1
+    hashes: _Hashes = field(default_factory=_Hashes)
+    # With max_gap: each event's instant by seq (NaN where none) and, per signed
+    # seq, the earliest checkpoint instant that signed it.
+    instants: array[float] = field(default_factory=lambda: array("d"))
+    covered: dict[int, float] = field(default_factory=dict)
+    # The highest seq a checkpoint signed that the trail matched.
+    matched: int = -1
 
     def remember(self, seen: _Seen, event_id: str) -> None:
         self.recent[seen.seq] = seen
@@ -296,10 +391,16 @@ def _span(lo: int, hi: int) -> str:
 
 
 class _Verifier:
-    def __init__(self) -> None:
+    def __init__(self, keys: PublicKeys | None = None, max_gap: float | None = None) -> None:
         self.findings: list[Finding] = []
         self.chains: dict[str, _Chain] = {}
         self.records = 0
+        self.keys = keys
+        self.max_gap = max_gap
+        self.claims: list[_Claim] = []
+        self.checkpoints = 0
+        self.unverified = 0
+        self.latest = -math.inf  # the latest instant in the trail (events, checkpoints)
 
     def add(
         self, kind: FindingKind, chain: str | None, position: int, seq: int | None, message: str
@@ -381,6 +482,10 @@ class _Verifier:
         if envelope is not None and not edited:
             self.check_metadata(position, envelope)
         self.place(position, body, edited=edited)
+        if not edited:
+            self.latest = max(self.latest, body.at.timestamp())
+            if body.kind == "checkpoint":
+                self.checkpoint(position, body)
 
     def malformed(self, position: int, obj: Any, exc: InputError, *, envelope: bool) -> None:
         body = obj.get("event") if envelope and isinstance(obj, dict) else obj
@@ -451,6 +556,10 @@ class _Verifier:
                 f"(kind {body.kind}, event_id {body.event_id})",
             )
         seen = _Seen(seq, body.hash, body.prev_hash, position, edited)
+        if not edited:
+            chain.hashes.put(seq, body.hash)
+            if self.max_gap is not None and not is_checkpoint_chain(name):
+                _put_instant(chain.instants, seq, body.at.timestamp())
 
         if chain.pending is not None:
             self.settle(chain, next_seq=seq)
@@ -596,9 +705,189 @@ class _Verifier:
                 f"seq {after.seq} (position {after.position}) does not link to this event",
             )
 
+    # -- checkpoints ------------------------------------------------------------
+
+    def checkpoint(self, position: int, body: AuditBody, *, outside: bool = False) -> bool:
+        """Check one checkpoint's signature and take its signed heads as claims.
+
+        ``outside``: a checkpoint kept outside the trail (``--checkpoint FILE``),
+        which the trail must also reach. Returns whether its heads were taken.
+        """
+        where = "the checkpoint kept outside" if outside else "checkpoint"
+        try:
+            data = parse_checkpoint(body)
+        except AuditChainError as exc:
+            self.add("bad_checkpoint", body.chain, position, body.seq, f"{where}: {exc}")
+            return False
+        if outside:
+            body_ok = body_hash(body.model_dump(mode="json")) == body.hash
+            if not body_ok:
+                self.add(
+                    "bad_checkpoint",
+                    body.chain,
+                    position,
+                    body.seq,
+                    f"{where}: its hash does not recompute (the file was changed)",
+                )
+                return False
+        kid = key_of(body) or "?"
+        if self.keys is None:
+            self.unverified += 1
+            self.add(
+                "unverified",
+                body.chain,
+                position,
+                body.seq,
+                f"{where}'s signature (key {kid}) not checked: no public key given",
+            )
+        else:
+            refusal = check_signature(body, self.keys)
+            if refusal is not None:
+                reason = {
+                    "unknown_key": f"signed by key {kid}, which is not among the gate's "
+                    f"public keys given ({', '.join(self.keys.ids()) or 'none'})",
+                    "bad_signature": f"the signature (key {kid}) does not match its data: "
+                    "forged, or changed after it was signed",
+                    "unsigned": "it carries no signature",
+                    "malformed_signature": "its signature is malformed",
+                }[refusal]
+                self.add(
+                    "bad_checkpoint",
+                    body.chain,
+                    position,
+                    body.seq,
+                    f"{where}: {refusal}: {reason}",
+                )
+                return False
+        self.checkpoints += 1
+        what = (
+            f"{where} {body.chain} seq {body.seq} (writer {data.writer}, key {kid}, "
+            f"at {instant_json(data.at)})"
+        )
+        at = data.at.timestamp()
+        self.latest = max(self.latest, at)
+        if outside:
+            self.claims.append(_Claim(body.chain, body.seq, body.hash, position, what))
+        for name, head in data.heads.items():
+            if head.seq < 0:
+                continue
+            self.claims.append(_Claim(name, head.seq, head.hash, position, what))
+            if self.max_gap is not None:
+                chain = self.chains.get(name) or self.chains.setdefault(name, _Chain(name))
+                first = chain.covered.get(head.seq)
+                if first is None or at < first:
+                    chain.covered[head.seq] = at
+        if len(self.claims) >= 4096:
+            self.settle_claims(final=False)
+        return True
+
+    def settle_claims(self, *, final: bool) -> None:
+        """Match signed heads with the trail; those not reached yet wait (unless ``final``)."""
+        waiting = []
+        for claim in self.claims:
+            chain = self.chains.get(claim.chain)
+            found = chain.hashes.get(claim.seq) if chain is not None else None
+            if found is not None:
+                assert chain is not None  # noqa: S101 - found implies chain
+                if found == bytes.fromhex(claim.hash[: 2 * _PREFIX]):
+                    chain.matched = max(chain.matched, claim.seq)
+                    continue
+                since = (
+                    f" and after seq {chain.matched}, which an earlier checkpoint matched"
+                    if 0 <= chain.matched < claim.seq
+                    else ""
+                )
+                self.add(
+                    "checkpoint_mismatch",
+                    claim.chain,
+                    claim.position,
+                    claim.seq,
+                    f"the trail's event at seq {claim.seq} is not the one {claim.what} signed "
+                    f"(hash {claim.hash[:16]}...): the chain was changed at or before this "
+                    f"seq{since}, and recomputed",
+                )
+            elif not final:
+                waiting.append(claim)
+            elif chain is not None and chain.head is not None and claim.seq <= chain.head.seq:
+                self.add(
+                    "checkpoint_mismatch",
+                    claim.chain,
+                    claim.position,
+                    claim.seq,
+                    f"{claim.what} signed seq {claim.seq}, and the trail has no intact event "
+                    "there (edited or missing)",
+                )
+            else:
+                end = (
+                    f"ends at seq {chain.head.seq}"
+                    if chain is not None and chain.head is not None
+                    else "has no event"
+                )
+                self.add(
+                    "truncation",
+                    claim.chain,
+                    claim.position,
+                    claim.seq,
+                    f"the chain {end} in this trail, but {claim.what} signed seq "
+                    f"{claim.seq}: the trail was cut short",
+                )
+        self.claims = waiting
+
+    def gaps(self) -> None:
+        """Runs of events that no checkpoint signed within ``max_gap`` seconds."""
+        assert self.max_gap is not None  # noqa: S101 - callers check
+        bound = self.max_gap
+        for name, chain in sorted(self.chains.items()):
+            if is_checkpoint_chain(name) or not chain.instants:
+                continue
+            signed = sorted(chain.covered.items())
+            seqs = [seq for seq, _ in signed]
+            # The earliest instant a checkpoint signed each seq or a later one.
+            soonest = [at for _, at in signed]
+            for i in range(len(soonest) - 2, -1, -1):
+                soonest[i] = min(soonest[i], soonest[i + 1])
+            run: tuple[int, int, float, float | None] | None = None
+            for seq, at in enumerate(chain.instants):
+                if math.isnan(at):
+                    continue
+                i = bisect_left(seqs, seq)
+                cover = soonest[i] if i < len(soonest) else None
+                late = (cover - at if cover is not None else self.latest - at) > bound
+                if late and run is None:
+                    run = (seq, seq, at, cover)
+                elif late and run is not None:
+                    run = (run[0], seq, run[2], cover)
+                elif run is not None:
+                    self.gap(chain, run, bound)
+                    run = None
+            if run is not None:
+                self.gap(chain, run, bound)
+
+    def gap(self, chain: _Chain, run: tuple[int, int, float, float | None], bound: float) -> None:
+        lo, hi, at, cover = run
+        if cover is None:
+            tail = "no signed checkpoint covers them"
+        else:
+            tail = f"the first signed checkpoint covering them came {cover - at:.0f}s after"
+        self.add(
+            "checkpoint_gap",
+            chain.name,
+            chain.last_position,
+            lo,
+            f"{_span(lo, hi)} from {_instant(at)}: {tail} (bound {bound:g}s); an edit there "
+            "with the chain recomputed would not be caught",
+        )
+
     # -- end of input ----------------------------------------------------------
 
-    def finish(self, end: int, expect_heads: Mapping[str, int]) -> VerifyReport:
+    def finish(
+        self, end: int, expect_heads: Mapping[str, int], outside: Sequence[AuditBody] = ()
+    ) -> VerifyReport:
+        for body in outside:
+            self.checkpoint(end, body, outside=True)
+        self.settle_claims(final=True)
+        if self.max_gap is not None:
+            self.gaps()
         for chain in self.chains.values():
             if chain.pending is not None:
                 self.settle(chain, next_seq=None)
@@ -643,12 +932,39 @@ class _Verifier:
         chains = {
             name: ChainSummary(name, c.events, c.head or ChainHead.empty(name))
             for name, c in self.chains.items()
+            if c.events
         }
-        return VerifyReport(findings=tuple(findings), records=self.records, chains=chains)
+        return VerifyReport(
+            findings=tuple(findings),
+            records=self.records,
+            chains=chains,
+            checkpoints=self.checkpoints,
+            unverified=self.unverified,
+        )
+
+
+def _put_instant(instants: array[float], seq: int, at: float) -> None:
+    if seq >= len(instants):
+        if seq - len(instants) > _SPARSE:
+            return  # a forged seq far ahead: not worth the memory of a gap check
+        instants.extend([math.nan] * (seq - len(instants) + 1))
+    if math.isnan(instants[seq]):
+        instants[seq] = at
+
+
+def _instant(at: float) -> str:
+    import datetime as dt  # noqa: PLC0415 - only for messages
+
+    return instant_json(dt.datetime.fromtimestamp(at, tz=dt.UTC))
 
 
 def verify(
-    records: Iterable[Record], *, expect_heads: Mapping[str, int] | None = None
+    records: Iterable[Record],
+    *,
+    expect_heads: Mapping[str, int] | None = None,
+    keys: PublicKeys | None = None,
+    checkpoints: Sequence[AuditBody] = (),
+    max_gap: float | None = None,
 ) -> VerifyReport:
     """Verify the hash chains in ``records``, in the order they were stored.
 
@@ -659,7 +975,14 @@ def verify(
     mixed, and events of several chains may be interleaved. ``expect_heads`` maps a
     chain id to the seq its last event must reach at least (for instance the head
     the gate reported), so a cut-off end is noticed.
+
+    Every ``checkpoint`` event is checked against ``keys`` (the gate's public keys;
+    ``None``: signatures are not checked, each checkpoint gets an ``unverified``
+    note) and the trail must hold the heads it signed. ``checkpoints`` are
+    checkpoint bodies kept outside the trail: the trail must reach each one and
+    the heads it signed. With ``max_gap`` (seconds), events that no checkpoint
+    signed within that time are reported as ``checkpoint_gap``.
     """
-    verifier = _Verifier()
+    verifier = _Verifier(keys, max_gap)
     end = verifier.run(records)
-    return verifier.finish(end, expect_heads or {})
+    return verifier.finish(end, expect_heads or {}, checkpoints)
