@@ -80,6 +80,9 @@ class HeadScan:
 
     def _read(self, body: dict[str, Any], newest: dict[str, ChainHead]) -> None:
         chain = body["chain"]
+        if not isinstance(chain, str):
+            msg = "chain: not a string"
+            raise TypeError(msg)
         if chain in self.wanted:
             newest[chain] = ChainHead(chain=chain, seq=body["seq"], hash=body["hash"])
         if body.get("kind") != "checkpoint":
