@@ -458,6 +458,9 @@ def _mount_subsystem_commands() -> None:
     from streams.console.cli import console  # noqa: PLC0415
 
     cli.add_command(console)
+    from streams.slack.cli import slack  # noqa: PLC0415
+
+    cli.add_command(slack)
 
 
 def main(argv: list[str] | None = None) -> None:
