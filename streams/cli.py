@@ -453,6 +453,7 @@ def _mount_subsystem_commands() -> None:
     cli.add_command(topics)
     cli.add_command(audit)
     cli.add_command(replay)
+    _mount_executor_commands()
     policy.add_command(policy_test, "test")
     policy.add_command(policy_diff, "diff")
     from streams.console.cli import console  # noqa: PLC0415
@@ -461,6 +462,17 @@ def _mount_subsystem_commands() -> None:
     from streams.slack.cli import slack  # noqa: PLC0415
 
     cli.add_command(slack)
+
+
+def _mount_executor_commands() -> None:
+    """The executors' side: the reference executor, ACLs, signing keys (issue 13)."""
+    from streams.executor.cli import executor  # noqa: PLC0415
+    from streams.kafka.cli import acl  # noqa: PLC0415
+    from streams.keys_cli import keys  # noqa: PLC0415
+
+    cli.add_command(executor)
+    cli.add_command(acl)
+    cli.add_command(keys)
 
 
 def main(argv: list[str] | None = None) -> None:

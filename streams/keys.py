@@ -256,3 +256,24 @@ def gate_public_keys(settings: Settings) -> PublicKeys:
             [settings.gate_key_file.with_name(settings.gate_key_file.name + ".pub")]
         )
     return PublicKeys([gate_signer(settings).public])
+
+
+def executor_signer(settings: Settings, *, name: str = "escalation-executor") -> Signer:
+    """An executor's signing key (its outcomes) from ``ESCALATION_EXECUTOR_KEY_FILE``.
+
+    Unset: refused, unless in development mode, where one is made under the data
+    directory once (as ``gate_signer`` does).
+    """
+    if settings.executor_key_file is not None:
+        return load_private(settings.executor_key_file, name=name)
+    if not settings.dev:
+        msg = (
+            "ESCALATION_EXECUTOR_KEY_FILE is not set: an executor signs its outcomes with a "
+            "key of its own (make one with `escalation keys new --executor`), or run in "
+            "development mode (ESCALATION_DEV=1) to make one under the data directory"
+        )
+        raise KeyFileError(msg)
+    path = dev_key(settings, "executor")
+    if not path.exists():
+        write_private(generate(name), path)
+    return load_private(path, name=name)

@@ -84,6 +84,42 @@ class Settings(BaseSettings):
         description="Public keys of the gate, current and retired (PEM files, comma-separated "
         "or JSON list), for verifiers; empty means the current key's .pub file.",
     )
+    executor_key_file: Path | None = Field(
+        default=None,
+        description="An executor's Ed25519 private key (PEM, mode 0600): signs its outcomes.",
+    )
+    kafka_client_properties: Path | None = Field(
+        default=None,
+        description="A Kafka client properties file (librdkafka names: security.protocol, "
+        "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...).",
+    )
+    kafka_security_protocol: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_SECURITY_PROTOCOL", "ESCALATION_KAFKA_SECURITY_PROTOCOL"
+        ),
+        description="security.protocol of every Kafka client (overrides the properties file).",
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_SASL_MECHANISM", "ESCALATION_KAFKA_SASL_MECHANISM"),
+        description="sasl.mechanism, e.g. SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_SASL_USERNAME", "ESCALATION_KAFKA_SASL_USERNAME"),
+        description="sasl.username: the Kafka principal of this process.",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_SASL_PASSWORD", "ESCALATION_KAFKA_SASL_PASSWORD"),
+        description="sasl.password of that principal.",
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_SSL_CA_LOCATION", "ESCALATION_KAFKA_SSL_CA_LOCATION"),
+        description="ssl.ca.location: CA certificates that sign the brokers' certificates.",
+    )
     audit_host: str = Field(default="escalation-gate", description="HEC envelope host.")
     audit_index: str = Field(default="escalation", description="Splunk index of audit events.")
     audit_checkpoint_seconds: float = Field(

@@ -19,6 +19,7 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from streams.errors import KafkaLauncherError
+from streams.kafka.security import confluent_config
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -145,10 +146,13 @@ def admin_client(bootstrap: str, **overrides: Any) -> AdminClient:
     return AdminClient(config)
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> int:
-    """Wait until the cluster answers a metadata request; return its number of brokers."""
+def wait_for_broker(bootstrap: str, timeout: float = 30.0, **overrides: Any) -> int:
+    """Wait until the cluster answers a metadata request; return its number of brokers.
+
+    ``overrides``: client settings, e.g. ``**confluent_config(settings)`` (security).
+    """
     deadline = time.monotonic() + timeout
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, **overrides)
     last_error = "no answer"
     while True:
         remaining = deadline - time.monotonic()
@@ -187,7 +191,7 @@ def create_topics(
         )
         for spec in TOPICS
     ]
-    admin = admin_client(servers)
+    admin = admin_client(servers, **confluent_config(settings))
     futures = admin.create_topics(new_topics, operation_timeout=timeout, request_timeout=timeout)
     created: list[str] = []
     for name, future in futures.items():

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 from pydantic import ValidationError
 
-from streams.errors import KafkaLauncherError
+from streams.errors import KafkaLauncherError, PolicyError
+from streams.kafka import acls
 from streams.kafka.admin import create_topics, wait_for_broker
 from streams.kafka.launcher import LocalKafka, running_broker, stop_detached
+from streams.kafka.security import KafkaSecurityError, confluent_config
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,12 +83,20 @@ def kafka() -> None:
     default=None,
     help="Broker port on 127.0.0.1 (default: the previous run's, else a free one).",
 )
-def up(detach: bool, port: int | None) -> None:
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="SASL/SCRAM-SHA-512 and Kafka's StandardAuthorizer: one principal per party "
+    "(credentials in DATA_DIR/kafka/principals/NAME.properties, mode 0600) and the ACLs "
+    "of `escalation acl plan`. Needs a data directory of its own.",
+)
+def up(detach: bool, port: int | None, secure: bool) -> None:
     """Start the local broker; print KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT once it answers.
 
     Without --detach it runs until Ctrl-C, then stops cleanly.
     """
     settings = current_settings()
+    ai_systems = _ai_systems(settings) if secure else ()
     if settings.bootstrap_servers:
         _info(
             f"KAFKA_BOOTSTRAP_SERVERS is set: using the cluster at {settings.bootstrap_servers}; "
@@ -94,7 +104,7 @@ def up(detach: bool, port: int | None) -> None:
         )
         click.echo(_bootstrap_line(settings.bootstrap_servers))
         return
-    local = LocalKafka.from_settings(settings, port=port)
+    local = LocalKafka.from_settings(settings, port=port, secure=secure)
     try:
         existing = local.running_elsewhere()
     except KafkaLauncherError as exc:
@@ -106,17 +116,27 @@ def up(detach: bool, port: int | None) -> None:
                 "stop it with `escalation kafka down`"
             )
         _info(f"the local broker already runs (pid {existing.pid}, data {local.data_dir})")
+        if secure:
+            running = LocalKafka.from_settings(
+                settings,
+                port=existing.port,
+                controller_port=existing.controller_port,
+                secure=True,
+            )
+            _provision(running, settings, ai_systems)
         click.echo(_bootstrap_line(existing.bootstrap_servers))
         return
     _info(f"starting Apache Kafka {local.version()} (data {local.data_dir}) ...")
     if detach:
         _start(local, detach=True)
+        if secure:
+            _provision(local, settings, ai_systems)
         _info(
             f"up in {local.last_start_seconds or 0:.1f}s (pid {local.pid}); logs: {local.logs_dir}"
         )
         click.echo(_bootstrap_line(local.bootstrap_servers))
         return
-    _run_in_foreground(local)
+    _run_in_foreground(local, settings, ai_systems)
 
 
 def _start(local: LocalKafka, *, detach: bool) -> None:
@@ -126,11 +146,34 @@ def _start(local: LocalKafka, *, detach: bool) -> None:
         _fail(str(exc), RUNTIME_ERROR)
 
 
-def _run_in_foreground(local: LocalKafka) -> None:
+def _ai_systems(settings: Settings) -> tuple[str, ...]:
+    try:
+        return acls.trusted_ai_systems(settings)
+    except PolicyError as exc:
+        _fail(exc.problems[0])
+    except KafkaLauncherError as exc:
+        _fail(str(exc))
+
+
+def _provision(local: LocalKafka, settings: Settings, ai_systems: tuple[str, ...]) -> None:
+    """Principals and ACLs on a secure local broker; where each principal's credentials are."""
+    try:
+        files = acls.provision(local, settings, ai_systems)
+    except (KafkaLauncherError, KafkaSecurityError) as exc:
+        _fail(str(exc), RUNTIME_ERROR)
+    _info(f"secure: SASL/SCRAM-SHA-512, StandardAuthorizer, {len(files)} principals with ACLs")
+    for name, path in files.items():
+        _info(f"  User:{name:<16} ESCALATION_KAFKA_CLIENT_PROPERTIES={path}")
+    _info(f"  User:admin (super user)  {local.credentials_file('admin')}")
+
+
+def _run_in_foreground(local: LocalKafka, settings: Settings, ai_systems: tuple[str, ...]) -> None:
     # SIGTERM (systemd, a supervisor, `kill`) stops the broker as cleanly as Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         _start(local, detach=False)
+        if local.secure:
+            _provision(local, settings, ai_systems)
         _info(
             f"up in {local.last_start_seconds or 0:.1f}s; logs: {local.logs_dir}; Ctrl-C stops it"
         )
@@ -209,10 +252,81 @@ def create(timeout: float) -> None:
     settings = current_settings()
     bootstrap = cluster_bootstrap(settings)
     try:
-        wait_for_broker(bootstrap, timeout=timeout)
+        security = confluent_config(settings)
+    except KafkaSecurityError as exc:
+        _fail(str(exc))
+    try:
+        wait_for_broker(bootstrap, timeout=timeout, **security)
         names = create_topics(settings, bootstrap, timeout=timeout)
     except KafkaLauncherError as exc:
         _fail(str(exc), RUNTIME_ERROR)
     for name in names:
         click.echo(name)
     _info(f"{len(names)} topics ready on {bootstrap}")
+
+
+@click.group("acl")
+def acl() -> None:
+    """Kafka principals and ACLs: who may read and write which topic."""
+
+
+@acl.command("plan")
+@click.option(
+    "--bootstrap-server",
+    "bootstrap",
+    default="$KAFKA_BOOTSTRAP_SERVERS",
+    show_default=True,
+    help="The --bootstrap-server the printed commands use.",
+)
+@click.option(
+    "--command-config",
+    default="admin.properties",
+    show_default=True,
+    help="An admin's client properties file, for the printed commands.",
+)
+@click.option(
+    "--ai-system",
+    "ai_system",
+    multiple=True,
+    help="A trusted AI system (repeatable). Default: the policy's trusted_ai_systems.",
+)
+@click.option(
+    "--users/--no-users",
+    default=True,
+    show_default=True,
+    help="Also print kafka-configs.sh commands creating each principal's SCRAM credential.",
+)
+def plan(bootstrap: str, command_config: str, ai_system: tuple[str, ...], users: bool) -> None:
+    """Print the ACLs of `kafka up --secure` as kafka-acls.sh commands for a production cluster.
+
+    The same table (streams/kafka/acls.py) is applied to the local secure broker. Topic
+    names carry ESCALATION_TOPIC_PREFIX; the gate's group is PREFIX + ESCALATION_APP_ID.
+    """
+    settings = current_settings()
+    systems = ai_system or _ai_systems(settings)
+    table = acls.grants(settings, systems)
+    click.echo("#!/bin/sh")
+    click.echo(f"# Escalation Gate ACLs for topic prefix {settings.topic_prefix!r}.")
+    click.echo("# Run with an admin principal; the brokers need authorizer.class.name=")
+    click.echo("# org.apache.kafka.metadata.authorizer.StandardAuthorizer and")
+    click.echo("# allow.everyone.if.no.acl.found=false.")
+    click.echo("set -eu")
+    if users:
+        click.echo("# Principals (SCRAM-SHA-512; set PASSWORD_<NAME> for each first):")
+        for principal in acls.principals(systems):
+            click.echo(f"#   User:{principal.name}: {principal.role}")
+        names = [principal.name for principal in acls.principals(systems)]
+        for line in acls.scram_user_commands(
+            names, bootstrap=bootstrap, command_config=command_config
+        ):
+            click.echo(line)
+    current = None
+    for grant, line in zip(
+        table,
+        acls.kafka_acls_commands(table, bootstrap=bootstrap, command_config=command_config),
+        strict=True,
+    ):
+        if grant.principal != current:
+            current = grant.principal
+            click.echo(f"# User:{current}")
+        click.echo(line)

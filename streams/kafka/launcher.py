@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -62,6 +63,8 @@ LOG4J2_CONFIG = Path(__file__).with_name("log4j2.yaml")
 FETCHED_MARKER = "FETCHED"
 LOOPBACK = "127.0.0.1"
 NODE_ID = 1
+ADMIN_PRINCIPAL = "admin"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -259,10 +262,18 @@ def pick_ports(
 
 
 def server_properties(
-    *, broker_port: int, controller_port: int, log_dirs: Path, host: str = LOOPBACK
+    *,
+    broker_port: int,
+    controller_port: int,
+    log_dirs: Path,
+    host: str = LOOPBACK,
+    admin_password: str | None = None,
 ) -> dict[str, str]:
-    """The broker's configuration: one node that is both broker and KRaft controller."""
-    return {
+    """The broker's configuration: one node that is both broker and KRaft controller.
+
+    With ``admin_password`` the broker is secure (``secure_properties``).
+    """
+    plain = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         # A static quorum of this one node (formatted with a cluster id).
@@ -297,6 +308,63 @@ def server_properties(
         "background.threads": "4",
         "num.recovery.threads.per.data.dir": "1",
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+    }
+    if admin_password is None:
+        return plain
+    return {
+        **plain,
+        **secure_properties(
+            broker_port=broker_port,
+            controller_port=controller_port,
+            host=host,
+            admin_password=admin_password,
+        ),
+    }
+
+
+def _jaas(module: str, **options: str) -> str:
+    quoted = " ".join(f'{key}="{value}"' for key, value in options.items())
+    return f"{module} required {quoted};"
+
+
+def secure_properties(
+    *, broker_port: int, controller_port: int, admin_password: str, host: str = LOOPBACK
+) -> dict[str, str]:
+    """SASL/SCRAM-SHA-512 for clients, Kafka's StandardAuthorizer, deny by default.
+
+    Clients (and the broker itself, as the super user ``admin``) authenticate with
+    SCRAM-SHA-512 on the BROKER listener; SCRAM credentials live in the cluster
+    metadata (``admin``'s is written by ``kafka-storage format --add-scram``, the
+    principals' by the Admin API). The KRaft controller listener cannot use SCRAM
+    (the controller must authenticate before it has read the metadata), so it uses
+    SASL/PLAIN with the one ``admin`` user held in this file (mode 0600).
+    """
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    return {
+        "listeners": f"BROKER://{host}:{broker_port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"BROKER://{host}:{broker_port}",
+        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "BROKER",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "listener.name.broker.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "listener.name.broker.scram-sha-512.sasl.jaas.config": _jaas(
+            scram, username=ADMIN_PRINCIPAL, password=admin_password
+        ),
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": _jaas(
+            plain,
+            username=ADMIN_PRINCIPAL,
+            password=admin_password,
+            **{f"user_{ADMIN_PRINCIPAL}": admin_password},
+        ),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{ADMIN_PRINCIPAL}",
+        "allow.everyone.if.no.acl.found": "false",
+        # Topics are created by the gate with their configs, never by a stray client.
+        "auto.create.topics.enable": "false",
     }
 
 
@@ -610,8 +678,12 @@ class LocalKafka:
         jvm_options: Sequence[str] = JVM_OPTIONS,
         start_timeout: float = START_TIMEOUT_S,
         stop_timeout: float = STOP_TIMEOUT_S,
+        secure: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
+        # SASL/SCRAM and ACLs (secure_properties); principals are provisioned by
+        # streams.kafka.acls.provision once the broker answers.
+        self.secure = secure
         self.cache_dir = Path(cache_dir).expanduser()
         if isinstance(kafka_home, _Unset):
             kafka_home = os.environ.get("KAFKA_HOME") or None
@@ -672,6 +744,49 @@ class LocalKafka:
     @property
     def state_file(self) -> Path:
         return self.data_dir / "state.json"
+
+    @property
+    def principals_dir(self) -> Path:
+        """Client properties files (mode 0600), one per principal, of a secure broker."""
+        return self.data_dir / "principals"
+
+    def credentials_file(self, principal: str) -> Path:
+        """The client properties file of ``principal`` (librdkafka names)."""
+        return self.principals_dir / f"{principal}.properties"
+
+    def client_config(self, principal: str = ADMIN_PRINCIPAL) -> dict[str, str]:
+        """librdkafka security properties of ``principal``; empty for a plain broker."""
+        if not self.secure:
+            return {}
+        from streams.kafka.security import read_client_properties  # noqa: PLC0415
+
+        return read_client_properties(self.credentials_file(principal))
+
+    def _admin_password(self) -> str:
+        """The super user's password: made once, kept in ``principals/admin.properties``."""
+        from streams.kafka.security import (  # noqa: PLC0415
+            read_client_properties,
+            write_client_properties,
+        )
+
+        path = self.credentials_file(ADMIN_PRINCIPAL)
+        formatted = (self.log_dirs / "meta.properties").is_file()
+        if not path.exists():
+            if formatted:
+                raise KafkaLauncherError(
+                    f"{self.data_dir} was formatted without security: --secure needs a "
+                    "fresh data directory (its SCRAM credentials are written when formatting)"
+                )
+            write_client_properties(
+                path,
+                {
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": SCRAM_MECHANISM,
+                    "sasl.username": ADMIN_PRINCIPAL,
+                    "sasl.password": secrets.token_urlsafe(24),
+                },
+            )
+        return read_client_properties(path)["sasl.password"]
 
     # ---------------------------------------------------------------- state
 
@@ -751,6 +866,11 @@ class LocalKafka:
                     f"a local broker already runs in {self.data_dir} (pid {other.pid}, "
                     f"{other.bootstrap_servers}): use it, or stop it with `escalation kafka down`"
                 )
+            if not self.secure and self.credentials_file(ADMIN_PRINCIPAL).exists():
+                raise KafkaLauncherError(
+                    f"{self.data_dir} holds a secure broker (ACLs, SCRAM principals): "
+                    "start it with --secure, or use another data directory"
+                )
             java = find_java(self.java)
             classpath = self.classpath()
             self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -791,9 +911,16 @@ class LocalKafka:
 
     def _write_config(self) -> None:
         properties = server_properties(
-            broker_port=self.port, controller_port=self.controller_port, log_dirs=self.log_dirs
+            broker_port=self.port,
+            controller_port=self.controller_port,
+            log_dirs=self.log_dirs,
+            admin_password=self._admin_password() if self.secure else None,
         )
-        self.config_file.write_text(render_properties(properties), encoding="utf-8")
+        # A secure broker's config holds the super user's password: owner only.
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(render_properties(properties))
+        self.config_file.chmod(0o600)
 
     def _format(self, java: str, classpath: str) -> None:
         if (self.log_dirs / "meta.properties").is_file():
@@ -812,6 +939,13 @@ class LocalKafka:
             str(self.config_file),
             "--ignore-formatted",
         ]
+        if self.secure:
+            # The super user's SCRAM credential, in the metadata from the first record.
+            password = self._admin_password()
+            command += [
+                "--add-scram",
+                f"{SCRAM_MECHANISM}=[name={ADMIN_PRINCIPAL},password={password}]",
+            ]
         started = time.monotonic()
         try:
             result = subprocess.run(
@@ -901,7 +1035,7 @@ class LocalKafka:
                 )
             if _accepts_connections(self.port):
                 if admin is None:
-                    admin = admin_client(self.bootstrap_servers)
+                    admin = admin_client(self.bootstrap_servers, **self.client_config())
                 try:
                     metadata = admin.list_topics(timeout=min(2.0, remaining))
                 except KafkaException:

@@ -30,8 +30,20 @@ class ApprovalResponse(WireModel):
     signature: Annotated[StrictStr, Field(min_length=0, max_length=128)] = ""
 
 
+class Signature(WireModel):
+    """An Ed25519 signature over the canonical JSON of the message without it (streams/keys.py)."""
+
+    alg: Literal["ed25519"]
+    key_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    sig: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class Outcome(WireModel):
-    """An executor's report after running (and verifying) an action."""
+    """An executor's report after running (and verifying) an action.
+
+    ``signature`` is the executor's own Ed25519 signature (``streams.keys``), so the
+    gate can tell an executor's outcome from anything else written to ``outcomes``.
+    """
 
     schema_version: Literal[1]
     decision_id: Id
@@ -46,6 +58,10 @@ class Outcome(WireModel):
     suboptimal: Bool = False
     not_needed: Bool = False
     at: Instant
+    executor: Id | None = None
+    duration_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    detail: Text = ""
+    signature: Signature | None = None
 
     @property
     def successful(self) -> bool:
