@@ -453,6 +453,9 @@ def _mount_subsystem_commands() -> None:
     cli.add_command(topics)
     cli.add_command(audit)
     cli.add_command(replay)
+    from streams.ingest.cli import ingest  # noqa: PLC0415
+
+    cli.add_command(ingest)
     _mount_executor_commands()
     policy.add_command(policy_test, "test")
     policy.add_command(policy_diff, "diff")

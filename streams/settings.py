@@ -134,6 +134,22 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "escalation-gate" / "kafka",
         description="Where the Apache Kafka jars are fetched to.",
     )
+    ingest_addr: str = Field(default="127.0.0.1", description="HTTP intake bind address.")
+    ingest_port: int = Field(default=8480, ge=0, le=65535, description="HTTP intake port.")
+    ingest_port_file: Path | None = Field(
+        default=None, description="Write the intake's bound port here (for port 0)."
+    )
+    ingest_clients_file: Path | None = Field(
+        default=None,
+        description="Reviewed YAML of the AI systems allowed to publish over HTTP: the sha256 "
+        "of each one's bearer token and its rate limit (docs/proposers.md).",
+    )
+    ingest_tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate of the intake (unset: plain HTTP)."
+    )
+    ingest_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of that certificate (0600)."
+    )
     console_addr: str = Field(default="127.0.0.1", description="Console bind address.")
     console_port: int = Field(default=8470, ge=0, le=65535, description="Console HTTP port.")
     console_accounts_file: Path | None = Field(
