@@ -1,0 +1,74 @@
+"""The Slack mapping files: valid files load; every problem names file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.slack.config import (
+    SlackConfigError,
+    parse_channels,
+    parse_users,
+    read_channels,
+    read_users,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_mapping_files_are_valid() -> None:
+    users = read_users(ROOT / "deploy" / "slack" / "users.yaml")
+    channels = read_channels(ROOT / "deploy" / "slack" / "channels.yaml")
+    assert users.person("U07ALICE01") == "alice"
+    assert users.person("U07NOTLISTED") is None
+    assert channels.channel("payments-api") == "C07PAYMENTS"
+    assert channels.channel("anything-else") == channels.default
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("users:\n  alice: alice\n", "users.yaml:2: users.alice is not a Slack user id"),
+        ("users:\n  U0ABC: [x]\n", "users.yaml:2: users.U0ABC must name a person"),
+        ("users:\n  U0ABC: 'has space'\n", "users.yaml:2: users.U0ABC must name a person"),
+        ("users: [U0ABC]\n", "users.yaml:1: users must be a mapping"),
+        ("people: {}\nusers: {}\n", "users.yaml:1: people is not a known key"),
+        ("users:\n  U0ABC: a\n  U0ABC: b\n", "users.yaml:3: users.U0ABC is defined twice"),
+        ("users: {U0ABC: a\n", "users.yaml:2: not valid YAML"),
+        ("- a\n", "users.yaml:1: must be a mapping, got list"),
+    ],
+)
+def test_a_bad_users_file_names_line_and_field(text: str, problem: str) -> None:
+    with pytest.raises(SlackConfigError) as info:
+        parse_users(text)
+    assert any(line.startswith(problem) for line in info.value.problems), info.value.problems
+
+
+def test_a_person_missing_from_the_keyring_is_refused() -> None:
+    with pytest.raises(SlackConfigError, match=r"users.yaml:3: users.U0BBB: 'mallory' is not"):
+        parse_users("users:\n  U0AAA: alice\n  U0BBB: mallory\n", people={"alice", "bob"})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("services: {}\n", "channels.yaml:1: default must be a Slack channel id"),
+        ("default: '#sre'\n", "channels.yaml:1: default must be a Slack channel id"),
+        (
+            "default: C0AAA\nservices:\n  api: sre\n",
+            "channels.yaml:3: services.api must be a Slack channel id",
+        ),
+        ("default: C0AAA\nservices: [a]\n", "channels.yaml:2: services must be a mapping"),
+        ("default: C0AAA\nchannel: C0BBB\n", "channels.yaml:2: channel is not a known key"),
+    ],
+)
+def test_a_bad_channels_file_names_line_and_field(text: str, problem: str) -> None:
+    with pytest.raises(SlackConfigError) as info:
+        parse_channels(text)
+    assert any(line.startswith(problem) for line in info.value.problems), info.value.problems
+
+
+def test_an_unreadable_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(SlackConfigError, match=r"missing\.yaml: cannot read"):
+        read_users(tmp_path / "missing.yaml")
