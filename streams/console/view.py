@@ -404,23 +404,41 @@ class ConsoleView:
         return self.patterns.get(f"{item.pattern}|{item.action_type}") or PatternStats()
 
     def chain_verdict(self, item: Item) -> tuple[bool, str]:
-        """Whether the audit chain holding this decision's events verifies, and how."""
-        status = self.chains.get(item.chain)
-        if status is None:
+        """Whether the audit chains holding this decision's events verify, and how.
+
+        A decision's events can sit on two chains: the proposal's partition, and the
+        partition of ``approvals`` its answers arrived on.
+        """
+        by_chain: dict[str, list[int]] = {}
+        for step in item.timeline:
+            by_chain.setdefault(step.chain, []).append(step.seq)
+        if not by_chain:
             return False, "no audit event of this decision has been read"
-        seqs = [s.seq for s in item.timeline]
-        if status.covers(seqs):
-            start = (
-                "from its start"
-                if status.first_seq == 0
-                else f"from seq {status.first_seq} (earlier events not read)"
-            )
-            return True, (
-                f"chain {status.chain}: {status.events} events read {start} to seq "
-                f"{status.last_seq}; every hash recomputes and links to the previous event "
-                f"(this decision: seqs {', '.join(str(s) for s in seqs)})"
-            )
-        return False, f"chain {status.chain}: " + "; ".join(status.problems)
+        ok, parts = True, []
+        for name, seqs in sorted(by_chain.items()):
+            status = self.chains.get(name)
+            if status is None:
+                ok = False
+                parts.append(f"chain {name}: not read")
+                continue
+            mine = ", ".join(str(s) for s in sorted(seqs))
+            if status.covers(seqs):
+                start = (
+                    "from its start"
+                    if status.first_seq == 0
+                    else f"from seq {status.first_seq} (earlier events not read)"
+                )
+                parts.append(
+                    f"chain {name}: {status.events} events read {start} to seq "
+                    f"{status.last_seq}, every hash recomputes and links to the previous "
+                    f"event (this decision: seqs {mine})"
+                )
+            else:
+                ok = False
+                parts.append(
+                    f"chain {name} (this decision: seqs {mine}): " + "; ".join(status.problems)
+                )
+        return ok, "; ".join(parts)
 
     def services(self) -> list[str]:
         names = set(self.tables["budgets"]) | set(self.tables["velocity"])
