@@ -57,12 +57,14 @@ def _value(value: Any) -> str:
 
 
 def _reasons(view: dict[str, Any]) -> str:
-    lines = [
-        f"• `{_escape(c['name'])}` {_escape(_value(c['observed']))} "
-        f"{_escape('not ' + c['operator'] if c['rule'] in _ALL else c['operator'])} "
-        f"{_escape(_value(c['threshold']))}  _({_escape(c['rule'])})_"
-        for c in view["reasons"]
-    ]
+    lines = []
+    for c in view["reasons"]:
+        operator = ("not " if c["rule"] in _ALL else "") + str(c["operator"])
+        threshold = "" if c["operator"] == "non-empty" else f" {_escape(_value(c['threshold']))}"
+        lines.append(
+            f"• `{_escape(c['name'])}` {_escape(_value(c['observed']))} {_escape(operator)}"
+            f"{threshold}  (rule {_escape(c['rule'])})"
+        )
     return "\n".join(lines) or "none"
 
 

@@ -237,3 +237,16 @@ def test_the_pure_modules_import_no_slack_or_kafka_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_preview_page_draws_the_blocks_and_escapes_what_the_ai_wrote() -> None:
+    from streams.slack.preview import page, sample_page  # noqa: PLC0415
+
+    evil = decision(
+        blast_radius={"replica_fraction": 0.4}, summary="<script>alert(1)</script> *bold*"
+    )
+    html = page([("10:00", blocks.message(opened(evil))[1], False)], "sre")
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "<b>bold</b>" in html
+    assert "Reject as false positive" in sample_page()
