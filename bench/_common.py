@@ -76,7 +76,7 @@ def spawn(command: list[str], *, env: dict[str, str], log: Path, cwd: Path | Non
         )
 
 
-def stop(process: Any, timeout: float = 30.0) -> int | None:
+def stop(process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> int | None:
     """SIGTERM the child, wait, then SIGKILL it; its exit code."""
     if process is None:
         return None
@@ -394,9 +394,10 @@ class Collector:
                 messages = [first, *self._consumer.consume(num_messages=2000, timeout=0)]
                 parsed = []
                 for message in messages:
-                    if message.error() is not None or not message.value():
+                    raw = message.value()
+                    if message.error() is not None or not raw:
                         continue
-                    value = orjson.loads(message.value())
+                    value = orjson.loads(raw)
                     parsed.append(value)
                 with self._lock:
                     for value in parsed:

@@ -1,8 +1,8 @@
 """Baselines for ``bench/pipeline.py``: forward every message from one topic to another.
 
 ``--engine faust`` is a minimal Faust app with the gate's own ``faust.App`` settings
-(``faust_app_args`` mirrors ``Gate.__init__`` in ``streams/topology/app.py``;
-``settings_drift`` compares the two) and one agent that sends each message on,
+(``streams.topology.config.faust_args``, the one source the worker uses too) and one
+agent that sends each message on,
 unchanged, with ``send_soon`` as the gate does. ``--engine confluent`` is a plain
 confluent-kafka consume-and-produce loop in one process.
 
@@ -15,93 +15,30 @@ Runs until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-# The faust.App keyword arguments of Gate.__init__ that do not depend on the deployment.
-GATE_FAUST_ARGS: dict[str, Any] = {
-    "web_enabled": False,
-    "autodiscover": False,
-    "consumer_auto_offset_reset": "earliest",
-    "broker_commit_interval": 1.0,
-    "broker_session_timeout": 10.0,
-    "broker_heartbeat_interval": 1.0,
-    "broker_rebalance_timeout": 15.0,
-    "producer_linger": 0.005,
-    "producer_acks": -1,
-    "stream_wait_empty": True,
-    "table_standby_replicas": 0,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
-# App.conf attributes compared with a real Gate's by ``settings_drift``.
-COMPARED = (
-    "broker_commit_interval",
-    "broker_session_timeout",
-    "broker_heartbeat_interval",
-    "broker_rebalance_timeout",
-    "producer_acks",
-    "producer_linger",
-    "producer_max_batch_size",
-    "stream_wait_empty",
-    "stream_buffer_maxsize",
-    "table_standby_replicas",
-    "consumer_auto_offset_reset",
-    "key_serializer",
-    "value_serializer",
-    "web_enabled",
-    "topic_partitions",
-    "topic_replication_factor",
-    "store",
-)
-
 
 def faust_app_args(
     *, bootstrap: str, store: str, data_dir: Path, partitions: int
 ) -> dict[str, Any]:
-    """Every ``faust.App`` argument the gate passes, for this deployment."""
-    return {
-        "broker": f"kafka://{bootstrap}",
-        "store": store,
-        "datadir": str(data_dir),
-        "topic_partitions": partitions,
-        "topic_replication_factor": 1,
-        **GATE_FAUST_ARGS,
-    }
-
-
-def settings_drift(data_dir: Path, *, store: str, partitions: int) -> list[str]:
-    """Settings in which this forwarder's Faust app differs from a real Gate's (none: [])."""
-    import faust  # noqa: PLC0415
-
+    """Every ``faust.App`` argument the gate passes, for this deployment (one source:
+    ``streams.topology.config``)."""
     from streams.settings import Settings  # noqa: PLC0415
-    from streams.topology.worker import build_gate  # noqa: PLC0415
+    from streams.topology.config import faust_args  # noqa: PLC0415
 
     settings = Settings(
-        data_dir=data_dir / "gate", store=store, partitions=partitions, bootstrap_servers="x:1"
+        store=store, data_dir=data_dir, partitions=partitions, bootstrap_servers=bootstrap
     )
-    gate = build_gate(settings, "127.0.0.1:1")
-    app = faust.App(
-        "bench-drift-check",
-        **faust_app_args(
-            bootstrap="127.0.0.1:1", store=store, data_dir=data_dir / "fwd", partitions=partitions
-        ),
-    )
-    return [
-        f"{name}: gate {getattr(gate.app.conf, name)!r}, forwarder {getattr(app.conf, name)!r}"
-        for name in COMPARED
-        if getattr(gate.app.conf, name) != getattr(app.conf, name)
-    ]
+    return faust_args(settings, bootstrap)
 
 
 def run_faust(args: argparse.Namespace) -> None:
-    import faust  # noqa: PLC0415
-
     # The gate's App: Faust with the gate's one transport fix (streams/topology/transport.py).
     from streams.topology.transport import App  # noqa: PLC0415
+    from streams.topology.worker import faust_worker  # noqa: PLC0415
 
     (args.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = App(
@@ -109,7 +46,7 @@ def run_faust(args: argparse.Namespace) -> None:
         **faust_app_args(
             bootstrap=args.bootstrap,
             store=args.store,
-            data_dir=args.data_dir / "faust",
+            data_dir=args.data_dir,
             partitions=args.partitions,
         ),
     )
@@ -122,13 +59,8 @@ def run_faust(args: argparse.Namespace) -> None:
             target.send_soon(key=message.key, value=message.value)
 
     app.agent(source, name="forward")(forward)
-    # As streams/topology/worker.py builds the gate's worker.
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-    if os.environ.get("BENCH_FAUST_NO_SPINNER"):
-        # Experiment: at WARNING, Faust's terminal spinner sets the root logger to DEBUG,
-        # so every log.debug() in faust and aiokafka builds a record nobody prints.
-        worker.spinner = None
-    worker.execute_from_commandline()
+    # The gate's own worker call.
+    faust_worker(app, "WARNING").execute_from_commandline()
 
 
 def run_confluent(args: argparse.Namespace) -> None:

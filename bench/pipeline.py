@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-import forwarder
 import orjson
 
 from streams import samples
@@ -1003,13 +1002,6 @@ def main(argv: list[str] | None = None) -> int:
             bench.say(
                 f"broker {bootstrap} ({time.perf_counter() - started:.1f}s); run {bench.run_id}"
             )
-            drift = forwarder.settings_drift(
-                work / "drift", store=args.store, partitions=args.partitions
-            )
-            if drift:
-                bench.notes.append(
-                    "forwarder Faust settings differ from the gate's: " + "; ".join(drift)
-                )
             if args.broker_warmup > 0:
                 bench.warm_broker(kafka_pid)
             for system in args.systems:

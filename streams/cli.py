@@ -276,15 +276,14 @@ def history() -> None:
 def history_import(ctx: click.Context, source: str) -> None:
     """Seed incident history and AI verdicts from past incidents (JSON lines)."""
     from streams.models import HistoryRecord  # noqa: PLC0415
-    from streams.models.codec import canonical_json  # noqa: PLC0415
-    from streams.topology.app import Gate  # noqa: PLC0415
+    from streams.state.records import history_updates  # noqa: PLC0415
 
     records = _decode_all(HistoryRecord, source)
     settings = settings_from(ctx)
     messages = [
-        (f"{table}|{key}".encode(), canonical_json({"table": table, "key": key, **update}))
+        (update.kafka_key(), update.value())
         for record in records
-        for table, key, update in Gate.history_updates(record)
+        for update in history_updates(record)
     ]
     _produce(_bootstrap(ctx), settings.topic("state"), messages)
     click.echo(f"imported {len(records)} incident(s) into {settings.topic('state')}")

@@ -22,8 +22,8 @@ import orjson
 
 from streams import samples
 from streams.models import encode
-from streams.models.codec import canonical_json
 from streams.settings import Settings
+from streams.state.records import history_updates
 
 LEVEL_STYLE = {0: "red", 1: "yellow", 2: "cyan", 3: "green", 4: "bold green"}
 
@@ -38,16 +38,10 @@ def _producer(bootstrap: str) -> Any:
 
 def seed(settings: Settings, bootstrap: str, now: dt.datetime) -> None:
     """History, budgets and re-qualifications that make the sample stream reach every level."""
-    from streams.topology.app import Gate  # noqa: PLC0415
-
     producer = _producer(bootstrap)
     for record in samples.history_records(now):
-        for table, key, update in Gate.history_updates(record):
-            producer.produce(
-                settings.topic("state"),
-                key=f"{table}|{key}".encode(),
-                value=canonical_json({"table": table, "key": key, **update}),
-            )
+        for update in history_updates(record):
+            producer.produce(settings.topic("state"), key=update.kafka_key(), value=update.value())
     for budget in samples.budgets(now):
         producer.produce(
             settings.topic("error-budgets"), key=budget.service.encode(), value=encode(budget)

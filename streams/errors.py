@@ -1,5 +1,10 @@
 """One root error, one subclass per area (faust's exceptions.py is the model)."""
 
+from typing import Literal
+
+#: Why an input was refused: the dead-letter reason of an ``InputError``.
+InputKind = Literal["not_json", "schema", "too_large"]
+
 
 class EscalationError(Exception):
     """Root of every error this package raises on purpose."""
@@ -8,7 +13,7 @@ class EscalationError(Exception):
 class InputError(EscalationError, ValueError):
     """A message or file a user or producer gave us is not valid."""
 
-    def __init__(self, field: str, message: str, *, kind: str = "schema") -> None:
+    def __init__(self, field: str, message: str, *, kind: InputKind = "schema") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message

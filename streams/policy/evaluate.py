@@ -94,21 +94,16 @@ class _Plan:
         )
 
 
-# Keyed by ``id(policy)``; each plan holds its policy, so an id cannot be reused while
-# its entry lives, and ``plan.policy is policy`` tells a hit from a stale id. A
-# handful of policies are live at a time (the current one, a replay's), so clearing
-# beyond a small bound costs nothing and keeps the cache from growing.
-_PLANS: dict[int, _Plan] = {}
-_MAX_PLANS = 16
-
-
 def _plan_for(policy: Policy) -> _Plan:
-    plan = _PLANS.get(id(policy))
-    if plan is None or plan.policy is not policy:
+    """The policy's plan, built on first use and kept on the (frozen) policy itself.
+
+    A plan names its policy: a copy of a policy (``model_copy`` copies private
+    attributes) gets a plan of its own.
+    """
+    plan = policy.evaluation_plan
+    if not isinstance(plan, _Plan) or plan.policy is not policy:
         plan = _Plan.of(policy)
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[id(policy)] = plan
+        policy.keep_evaluation_plan(plan)
     return plan
 
 
@@ -162,8 +157,13 @@ def _authorised_rows(
     return rows
 
 
-def evaluate(proposal: Proposal, context: Context, policy: Policy) -> Decision:
-    """Decide the automation level of ``proposal`` under ``policy`` given ``context``."""
+def evaluate(
+    proposal: Proposal, context: Context, policy: Policy, *, decision_id: str | None = None
+) -> Decision:
+    """Decide the automation level of ``proposal`` under ``policy`` given ``context``.
+
+    ``decision_id`` is ``decision_id_for(proposal)``, for a caller that has it already.
+    """
     plan = _plan_for(policy)
     t = policy.thresholds
     a, s, au, c = t.assist, t.supervised, t.autonomous, t.conditional
@@ -414,7 +414,7 @@ def evaluate(proposal: Proposal, context: Context, policy: Policy) -> Decision:
         {
             "type": "decision",
             "schema_version": 1,
-            "decision_id": decision_id_for(proposal),
+            "decision_id": decision_id or decision_id_for(proposal),
             "proposal_id": proposal.proposal_id,
             "level": level,
             "level_name": LEVEL_NAMES[level],

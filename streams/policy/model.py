@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr
 
@@ -138,6 +138,34 @@ class Oncall(PolicyModel):
 DEFAULT_ONCALL = Oncall(chain=(OncallTarget(name="oncall"),))
 
 
+class SimilarityWeights(PolicyModel):
+    """How much each field of a signature counts in the distance (streams/policy/similarity.py)."""
+
+    pattern: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 1.0
+    action_type: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 1.0
+    target_kind: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.3
+    namespace: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.1
+    environment: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.3
+    parameters: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.2
+
+
+class SimilarityPolicy(PolicyModel):
+    """Near misses: a known signature within ``max_distance`` makes a proposal *similar*
+    (at most Level 2); nothing that near makes it novel (Level 1)."""
+
+    max_distance: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.5
+    weights: SimilarityWeights = SimilarityWeights()
+
+
+class CalibrationPolicy(PolicyModel):
+    """Calibrated confidence (streams/policy/calibration.py): reported confidence is
+    binned, and a bin with at least ``min_samples`` judged proposals replaces the
+    reported value by how often they were right (only ever lowering it)."""
+
+    bins: Annotated[StrictInt, Field(ge=1, le=100)] = 10
+    min_samples: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 20
+
+
 class Velocity(PolicyModel):
     """At most this many autonomous executions per window, per service and fleet-wide."""
 
@@ -162,9 +190,13 @@ class Policy(PolicyModel):
     oncall: Oncall = DEFAULT_ONCALL
     abort_window_seconds: Seconds
     velocity: Velocity
+    similarity: SimilarityPolicy = SimilarityPolicy()
+    calibration: CalibrationPolicy = CalibrationPolicy()
 
     _digest: str = PrivateAttr(default="")
     _source: str = PrivateAttr(default="")
+    # What the evaluator derives from this policy once (streams/policy/evaluate.py).
+    _plan: Any = PrivateAttr(default=None)
 
     @property
     def version(self) -> str:
@@ -175,6 +207,15 @@ class Policy(PolicyModel):
     def digest(self) -> str:
         """sha256 (hex) of the policy file's bytes."""
         return self._digest
+
+    @property
+    def evaluation_plan(self) -> Any:
+        """The evaluator's precomputed view of this policy (``None`` until first use)."""
+        return self._plan
+
+    def keep_evaluation_plan(self, plan: Any) -> None:
+        """Keep the evaluator's view on the policy (a private attribute: frozen allows it)."""
+        self._plan = plan
 
     @property
     def source(self) -> str:

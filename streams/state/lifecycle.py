@@ -1,6 +1,7 @@
 """PURE rules of the lifecycle after a decision (SPEC section 6).
 
-A pending entry is a plain dict keyed by decision id. Its log is the internal
+A pending entry (``streams.state.records.PendingEntry``) is keyed by decision id. Its
+log is the internal
 ``lifecycle`` topic (partitioned by decision id, like the answers on ``approvals``):
 an ``open`` record when a Level 2 or 3 decision is taken, and an ``entry`` record
 with the whole new entry, one ``version`` higher, each time an answer or a timeout
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from streams.models import ApprovalResponse
 from streams.policy import Policy
+from streams.state.records import PendingEntry
 
-Entry = dict[str, Any]
+Entry = PendingEntry
 MAX_NONCES = 64  # answers remembered per decision for replay detection
 CLOCK_SKEW_SECONDS = 60
 
@@ -42,7 +44,7 @@ def open_entry(decision: dict[str, Any], policy: Policy) -> Entry:
     """
     proposal = decision["proposal"]
     action = proposal["action"]
-    entry: Entry = {
+    entry: PendingEntry = {
         "decision_id": decision["decision_id"],
         "proposal_id": decision["proposal_id"],
         "level": decision["level"],
@@ -90,10 +92,11 @@ def judge_answer(
         return _refuse("forged")
     if entry is None:
         return _refuse("unknown_decision")
-    if answer.nonce in entry.get("nonces", []):
+    if answer.nonce in entry["nonces"]:
         return _refuse("replayed")
     # From here the answer is authentic and new: remember its nonce even if refused.
-    remembered = {**entry, "nonces": [*entry.get("nonces", []), answer.nonce][-MAX_NONCES:]}
+    remembered = entry.copy()
+    remembered["nonces"] = [*entry["nonces"], answer.nonce][-MAX_NONCES:]
     skew = dt.timedelta(seconds=CLOCK_SKEW_SECONDS)
     max_age = dt.timedelta(seconds=policy.approval.answer_max_age_seconds)
     if now > answer.expires_at or now - answer.issued_at > max_age:
@@ -109,25 +112,29 @@ def judge_answer(
         return _refuse("not_an_approver", remembered)
     if entry["status"] != "open":
         return _refuse(f"already_{entry['status']}", remembered)
-    answered = {**remembered, "answered_by": answer.user, "answered_at": now.timestamp()}
+    answered = remembered.copy()
+    answered["answered_by"] = answer.user
+    answered["answered_at"] = now.timestamp()
     if answer.kind == "approve":
         if entry["level"] != 2:
             return _refuse("not_awaiting_approval", remembered)
-        if entry.get("change_record_required") and not answer.change_record:
+        if entry["change_record_required"] and not answer.change_record:
             return _refuse("change_record_missing", remembered)
-        answered.update(status="approved", change_record=answer.change_record)
+        answered["status"] = "approved"
+        answered["change_record"] = answer.change_record
         return Judgement(True, "approved", answered, ("execute",))
     if answer.kind == "reject":
         if entry["level"] != 2:
             return _refuse("not_awaiting_approval", remembered)
-        answered.update(status="rejected", false_positive=answer.false_positive)
+        answered["status"] = "rejected"
+        answered["false_positive"] = answer.false_positive
         return Judgement(True, "rejected", answered, (), false_positive=answer.false_positive)
     # abort
     if entry["level"] != 3:
         return _refuse("not_abortable", remembered)
     if now.timestamp() > float(entry.get("abort_window_ends_at", 0.0)):
         return _refuse("abort_window_closed", remembered)
-    answered.update(status="aborted")
+    answered["status"] = "aborted"
     return Judgement(True, "aborted", answered, ("abort",))
 
 
@@ -140,28 +147,29 @@ def due_escalation(entry: Entry | None, now: dt.datetime) -> Entry | None:
         return None
     if "timeout_at" not in entry or now.timestamp() < float(entry["timeout_at"]):
         return None
-    if int(entry.get("escalations", 0)) >= int(entry.get("max_escalations", 1)):
+    if entry["escalations"] >= entry["max_escalations"]:
         return None
-    return {
-        **entry,
-        "escalations": int(entry.get("escalations", 0)) + 1,
-        "timeout_at": float(entry["timeout_at"]) + float(entry.get("timeout_seconds", 600)),
-    }
+    escalated = entry.copy()
+    escalated["escalations"] = entry["escalations"] + 1
+    escalated["timeout_at"] = entry["timeout_at"] + entry["timeout_seconds"]
+    return escalated
 
 
 def is_open_approval(entry: Entry) -> bool:
     """An approval still waiting for a human that may escalate again."""
     return (
-        entry.get("status") == "open"
-        and entry.get("level") == 2
+        entry["status"] == "open"
+        and entry["level"] == 2
         and "timeout_at" in entry
-        and int(entry.get("escalations", 0)) < int(entry.get("max_escalations", 1))
+        and entry["escalations"] < entry["max_escalations"]
     )
 
 
 def next_version(old: Entry | None, new: Entry) -> Entry:
     """``new`` as the successor of ``old``: one version higher, for :func:`fold`."""
-    return {**new, "version": int((old or {}).get("version", 0)) + 1}
+    successor = new.copy()
+    successor["version"] = (old.get("version", 0) if old is not None else 0) + 1
+    return successor
 
 
 def fold(pending: dict[str, Entry], record: Any) -> Entry | None:
@@ -184,9 +192,11 @@ def fold(pending: dict[str, Entry], record: Any) -> Entry | None:
         if held is not None:
             return None
     elif kind == "entry":
-        if held is not None and int(held.get("version", 0)) >= int(entry.get("version", 0)):
+        if held is not None and held.get("version", 0) >= int(entry.get("version", 0)):
             return None
     else:
         return None
-    pending[decision_id] = entry
-    return entry
+    # The gate's own log: an entry it wrote with open_entry / next_version.
+    stored = cast("Entry", entry)
+    pending[decision_id] = stored
+    return stored

@@ -25,8 +25,6 @@ def build_gate(settings: Settings, bootstrap: str, metrics: Metrics | None = Non
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING") -> None:
     """Run until SIGTERM/SIGINT. Creates topics first (idempotent)."""
-    import faust  # noqa: PLC0415
-
     from streams.kafka.admin import create_topics, wait_for_broker  # noqa: PLC0415
 
     if settings.approval_secret.get_secret_value() == DEFAULT_APPROVAL_SECRET:
@@ -49,7 +47,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
         metrics.ready.set(1)
         stored = gate.mirror.get("policy", "current")
         if stored:
-            gate._adopt_policy(stored)  # noqa: SLF001
+            gate.adopt_policy(stored)
             return
         command = ControlCommand(
             schema_version=1,
@@ -61,8 +59,15 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
         )
         await gate.t_control.send(key=b"control", value=encode(command))
 
-    worker = faust.Worker(gate.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    faust_worker(gate.app, loglevel).execute_from_commandline()
+
+
+def faust_worker(app: Any, loglevel: str) -> Any:
+    """The ``faust.Worker`` of a gate (and of the bench's Faust forwarder)."""
+    import faust  # noqa: PLC0415
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG, so every debug call in
     # Faust and aiokafka builds a record nobody prints: ~5% of the worker's CPU.
     worker.spinner = None
-    worker.execute_from_commandline()
+    return worker

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from harness import Worker
@@ -21,7 +21,7 @@ from streams.kafka.launcher import LocalKafka
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,11 +96,28 @@ def topics(settings: Settings, kafka_bootstrap: str) -> list[str]:
 
 
 @pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    """One running gate worker (``memory://``) on this test's topics; stopped after."""
-    w = Worker(settings, "w1").start()
+def start_worker(settings: Settings, topics: list[str]) -> Iterator[Callable[..., Worker]]:
+    """Start gate workers on this test's topics (``Worker`` arguments; ``ready=False``
+    returns at once; ``on`` other settings); every worker started is stopped after."""
+    started: list[Worker] = []
+
+    def start(
+        name: str = "w1", *, ready: bool = True, on: Settings | None = None, **kwargs: Any
+    ) -> Worker:
+        w = Worker(on or settings, name, **kwargs).start()
+        started.append(w)
+        if ready:
+            w.wait_ready()
+        return w
+
     try:
-        w.wait_ready()
-        yield w
+        yield start
     finally:
-        w.stop()
+        for w in started:
+            w.stop()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., Worker]) -> Worker:
+    """One running gate worker (``memory://``) on this test's topics; stopped after."""
+    return start_worker()

@@ -21,17 +21,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams import samples
 from streams.models import ApprovalResponse, ControlCommand, Outcome, Proposal, encode
-from streams.models.codec import canonical_json
 from streams.settings import Settings
 from streams.signing import sign
+from streams.state.records import history_updates
 from streams.testing import wait_until
-from streams.topology.app import Gate
 
 FAST_POLICY = Path(__file__).resolve().parents[1] / "fixtures" / "fast-policy.yaml"
 DECISION_TOPICS = ("execute", "approve", "assist", "manual")
 
 
 SEED_TIMEOUT = 300.0
+
+
+class WorkerUnreachableError(AssertionError):
+    """The worker's metrics endpoint did not answer."""
 
 
 class Worker:
@@ -105,7 +108,12 @@ class Worker:
         return self._port
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{self.port()}/metrics", timeout=5).read()
+        """Every sample the worker exports; ``WorkerUnreachableError`` when it does not answer."""
+        url = f"http://127.0.0.1:{self.port()}/metrics"
+        try:
+            body = urllib.request.urlopen(url, timeout=5).read()
+        except OSError as exc:
+            raise WorkerUnreachableError(f"{self.name}: {url}: {exc}\n{self.log_tail()}") from exc
         out = {}
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:
@@ -113,13 +121,18 @@ class Worker:
         return out
 
     def metric(self, name: str, **labels: str) -> float:
-        try:
-            return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
-        except OSError:
-            return 0.0
+        """One sample (0.0 when the worker has not counted it yet); raises when the worker
+        does not answer, so an ``== 0`` assertion cannot pass against a dead worker."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
     def wait_metric(self, name: str, at_least: float, timeout: float = 60.0, **labels: str) -> None:
-        ok = wait_until(lambda: self.metric(name, **labels) >= at_least, timeout=timeout)
+        def reached() -> bool:
+            try:
+                return self.metric(name, **labels) >= at_least
+            except WorkerUnreachableError:
+                return False  # not up yet, or restarting: the deadline decides
+
+        ok = wait_until(reached, timeout=timeout)
         assert ok, (
             f"{self.name}: {name}{labels} stayed at {self.metric(name, **labels)} < {at_least}\n"
             + self.log_tail()
@@ -160,30 +173,63 @@ class Feed:
         from streams.kafka.admin import producer_config  # noqa: PLC0415
 
         self.producer = Producer(producer_config(self.bootstrap, **{"linger.ms": 1}))
+        self.last: list[Position] = []  # where the last send landed
+        self.sent: list[Position] = []  # where every send landed
 
-    def send(self, topic: str, values: Iterable[bytes], key: str | bytes | None = None) -> None:
-        """Produce to a logical topic and wait until the broker has every message."""
+    def send(
+        self,
+        topic: str,
+        values: Iterable[bytes],
+        key: str | bytes | None = None,
+        *,
+        timestamp: float | None = None,
+    ) -> list[Position]:
+        """Produce to a logical topic and wait until the broker has every message.
+
+        Returns where each landed (for :func:`wait_processed`). ``timestamp`` sets the
+        records' CreateTime (seconds since the epoch).
+        """
         errors: list[Any] = []
+        positions: list[Position] = []
 
-        def delivered(err: Any, _msg: Any) -> None:
+        def delivered(err: Any, msg: Any) -> None:
             if err is not None:
                 errors.append(err)
+            else:
+                positions.append((msg.topic(), msg.partition(), msg.offset()))
 
+        extra: dict[str, Any] = {} if timestamp is None else {"timestamp": int(timestamp * 1000)}
         for value in values:
-            self.producer.produce(self.topic(topic), value=value, key=key, on_delivery=delivered)
+            self.producer.produce(
+                self.topic(topic), value=value, key=key, on_delivery=delivered, **extra
+            )
         assert self.producer.flush(30) == 0, "messages not delivered"
         assert not errors, errors
+        self.last = positions
+        self.sent += positions
+        return positions
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
 
     def proposals(self, proposals: Iterable[Proposal]) -> list[Proposal]:
         items = list(proposals)
+        positions: list[Position] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            assert err is None, err
+            positions.append((msg.topic(), msg.partition(), msg.offset()))
+
         for p in items:
             self.producer.produce(
-                self.topic("proposals"), value=encode(p), key=p.action.target.service
+                self.topic("proposals"),
+                value=encode(p),
+                key=p.action.target.service,
+                on_delivery=delivered,
             )
         assert self.producer.flush(30) == 0
+        self.last = positions
+        self.sent += positions
         return items
 
     def raw(self, topic: str, values: list[bytes], key: bytes | None = None) -> None:
@@ -191,9 +237,9 @@ class Feed:
 
     def history(self, records: Iterable[Any]) -> int:
         messages = [
-            (f"{table}|{key}", canonical_json({"table": table, "key": key, **update}))
+            (update.kafka_key(), update.value())
             for record in records
-            for table, key, update in Gate.history_updates(record)
+            for update in history_updates(record)
         ]
         for key, value in messages:
             self.producer.produce(self.topic("state"), value=value, key=key)
@@ -245,11 +291,17 @@ class Feed:
         secret: str | None = None,
         signed: bool = True,
         nonce: str | None = None,
+        timestamp: float | None = None,
         **fields: Any,
     ) -> ApprovalResponse:
+        """A signed answer; ``timestamp`` is the record's (and the answer's) instant."""
         import secrets  # noqa: PLC0415
 
-        now = dt.datetime.now(tz=dt.UTC)
+        now = (
+            dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+            if timestamp
+            else dt.datetime.now(tz=dt.UTC)
+        )
         answer = ApprovalResponse(
             schema_version=1,
             kind=kind,
@@ -262,11 +314,11 @@ class Feed:
         )
         if signed:
             answer = sign(answer, secret or self.settings.approval_secret.get_secret_value())
-        self.answer_raw(answer)
+        self.answer_raw(answer, timestamp=timestamp)
         return answer
 
-    def answer_raw(self, answer: ApprovalResponse) -> None:
-        self.send("approvals", [encode(answer)], key=answer.decision_id)
+    def answer_raw(self, answer: ApprovalResponse, *, timestamp: float | None = None) -> None:
+        self.send("approvals", [encode(answer)], key=answer.decision_id, timestamp=timestamp)
 
     def seed_samples(self, *workers: Worker) -> None:
         """History, budgets and re-qualifications of ``streams.samples``.
@@ -304,6 +356,39 @@ class Feed:
             )
 
 
+Position = tuple[str, int, int]  # topic, partition, offset
+
+
+def wait_processed(
+    settings: Settings, positions: Iterable[Position], timeout: float = 60.0
+) -> None:
+    """Wait until the gate's consumer group has committed past every position.
+
+    The gate commits an input only once everything it caused is on the broker, so
+    after this the outputs of those inputs can be read to the end of their topics.
+    """
+    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+
+    wanted: dict[tuple[str, int], int] = {}
+    for t, p, o in positions:
+        wanted[(t, p)] = max(o, wanted.get((t, p), -1))
+    group = f"{settings.topic_prefix}{settings.app_id}"
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": group,
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    try:
+
+        def committed() -> bool:
+            tps = [TopicPartition(t, p) for t, p in wanted]
+            done = consumer.committed(tps, timeout=10)
+            return all(tp.offset > wanted[(tp.topic, tp.partition)] for tp in done)
+
+        assert wait_until(committed, timeout=timeout, interval=0.1), f"not committed: {wanted}"
+    finally:
+        consumer.close()
+
+
 class Reader:
     """A group-less consumer of some topics from their beginning that keeps what it read."""
 
@@ -332,6 +417,39 @@ class Reader:
         for message in self.consumer.consume(num_messages=10_000, timeout=timeout):
             if message.error() is None:
                 self.messages.append(message)
+
+    def read_to_end(self, timeout: float = 30.0) -> None:
+        """Read everything the topics hold now: up to their end offsets at this call.
+
+        After :func:`wait_processed`, this is how absence is proven: whatever the gate
+        wrote for an input is on the broker before its offset is committed.
+        """
+        ends = {}
+        for tp in self.consumer.assignment():
+            _low, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+            ends[(tp.topic, tp.partition)] = high
+        seen: dict[tuple[str, int], int] = {}
+
+        def caught_up() -> bool:
+            for message in self.consumer.consume(num_messages=10_000, timeout=0.1):
+                if message.error() is None:
+                    self.messages.append(message)
+                    key = (str(message.topic()), int(message.partition() or 0))
+                    seen[key] = int(message.offset() or 0) + 1
+            for key, high in ends.items():
+                if seen.get(key, 0) < high:
+                    position = self._position(key)
+                    if position < high:
+                        return False
+            return True
+
+        assert wait_until(caught_up, timeout=timeout, interval=0.01), "topics not read to the end"
+
+    def _position(self, key: tuple[str, int]) -> int:
+        from confluent_kafka import TopicPartition  # noqa: PLC0415
+
+        (tp,) = self.consumer.position([TopicPartition(*key)])
+        return int(tp.offset) if tp.offset >= 0 else 0
 
     def values(self, topic: str | None = None) -> list[dict[str, Any]]:
         return [

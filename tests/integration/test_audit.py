@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -144,7 +145,9 @@ def test_a_mixed_stream_leaves_a_complete_ordered_verifiable_trail(
     assert result.stdout.startswith("OK"), result.stdout
 
 
-def test_a_restarted_worker_continues_the_chain(settings: Settings, worker: Worker) -> None:
+def test_a_restarted_worker_continues_the_chain(
+    settings: Settings, worker: Worker, start_worker: Callable[..., Worker]
+) -> None:
     feed = Feed(settings)
     feed.seed_samples(worker)
     first = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="r1-")]
@@ -152,20 +155,16 @@ def test_a_restarted_worker_continues_the_chain(settings: Settings, worker: Work
     with DecisionReader(settings) as reader:
         reader.wait_for([p.proposal_id for p in first])
     worker.kill()
-    restarted = Worker(settings, "w2").start()
-    try:
-        restarted.wait_ready()
-        second = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="r2-")]
-        feed.proposals(second)
-        with DecisionReader(settings) as reader:
-            reader.wait_for([p.proposal_id for p in second])
-        with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as reader:
-            assert reader.wait(
-                lambda r: sum(v["event"]["kind"] == "decision" for v in _audit(settings, r)) >= 20
-            )
-            raw = [m.value() for m in reader.messages]
-    finally:
-        restarted.stop()
+    start_worker("w2")
+    second = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="r2-")]
+    feed.proposals(second)
+    with DecisionReader(settings) as reader:
+        reader.wait_for([p.proposal_id for p in second])
+    with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as reader:
+        assert reader.wait(
+            lambda r: sum(v["event"]["kind"] == "decision" for v in _audit(settings, r)) >= 20
+        )
+        raw = [m.value() for m in reader.messages]
     report = verify_records(raw)
     assert report.ok, [f.line() for f in report.errors]
     assert {orjson.loads(r)["event"]["chain"] for r in raw} <= {f"p{i}" for i in range(4)}

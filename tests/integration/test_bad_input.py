@@ -15,13 +15,13 @@ import datetime as dt
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
-from harness import FAST_POLICY, DecisionReader, Reader, Worker
+from harness import FAST_POLICY, DecisionReader, Reader, Worker, wait_processed
 
 from streams import samples
 from streams.errors import InputError
@@ -300,13 +300,8 @@ class Sender:
 
 
 @pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
-    w = Worker(settings, "bad-input", env=ALLOCATOR).start()
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
+def worker(start_worker: Callable[..., Worker]) -> Worker:
+    return start_worker("bad-input", env=ALLOCATOR)
 
 
 # --------------------------------------------------------------------------- tests
@@ -388,9 +383,11 @@ def test_twenty_thousand_bad_messages_all_dead_lettered_memory_flat(
         )
         assert got == count, (topic, reason, got, count)
     worker.wait_metric("escalation_audit_events_total", TOTAL, kind="dead_letter")
+    # Every input handled and committed, so every letter it caused is on the broker:
+    # reading the dlq to its end shows a missing or a repeated letter.
+    wait_processed(settings, sender.landed)
     with Reader(settings.bootstrap_servers or "", [settings.topic("dlq")]) as dlq:
-        assert dlq.wait(lambda r: len(r.messages) >= TOTAL, timeout=60), len(dlq.messages)
-        dlq.drain(timeout=1.0)  # anything beyond TOTAL would show here
+        dlq.read_to_end()
         letters = dlq.messages
     assert len(letters) == TOTAL
     seen: set[int] = set()
@@ -426,39 +423,31 @@ def process_of(worker: Worker) -> int:
 
 
 def test_a_policy_reload_that_does_not_parse_is_rejected_not_lost(
-    settings: Settings, topics: list[str]
+    settings: Settings, start_worker: Callable[..., Worker]
 ) -> None:
-    w = Worker(settings, "deep-policy").start()
-    try:
-        w.wait_ready()
-        sender = Sender(settings)
-        now = dt.datetime.now(tz=dt.UTC).isoformat()
-        deep = "a: " + "[" * 5000 + "]" * 5000 + "\n"  # 10 KB, far below the 200 KB limit
-        # A typo a reviewer could miss: PyYAML raises ValueError, not YAMLError.
-        bad_date = FAST_POLICY.read_text().replace(
-            "next_review: 2027-", "next_review: 2027-02-30 #"
-        )
-        assert bad_date != FAST_POLICY.read_text()
-        commands = [
-            {"command": "reload_policy", "policy_yaml": deep},
-            {"command": "reload_policy", "policy_yaml": bad_date},
-            {"command": "freeze", "service": "after-the-reload"},
-        ]
-        values = [
-            orjson.dumps({"schema_version": 1, "user": "alice", "at": now, **c}) for c in commands
-        ]
-        for value in values:
-            assert ControlCommand.model_validate_json(value)  # valid commands, bad policy
-        sender.send([Bad("control", b"control", v, "") for v in values], 0)
-        w.wait_metric("escalation_state_updates_applied_total", 1, timeout=30, table="freeze")
-        with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as audit:
-            audit.wait(
-                lambda r: sum(v["event"]["kind"] == "policy_rejected" for v in r.values()) >= 2,
-                timeout=10,
-            )
-            kinds = [v["event"]["kind"] for v in audit.values()]
-        assert kinds.count("policy_rejected") == 2, (kinds, w.log_tail(30))
-        assert w.metric("escalation_policy_reloads_rejected_total") == 2
-        assert w.alive
-    finally:
-        w.stop()
+    w = start_worker("deep-policy")
+    sender = Sender(settings)
+    now = dt.datetime.now(tz=dt.UTC).isoformat()
+    deep = "a: " + "[" * 5000 + "]" * 5000 + "\n"  # 10 KB, far below the 200 KB limit
+    # A typo a reviewer could miss: PyYAML raises ValueError, not YAMLError.
+    bad_date = FAST_POLICY.read_text().replace("next_review: 2027-", "next_review: 2027-02-30 #")
+    assert bad_date != FAST_POLICY.read_text()
+    commands = [
+        {"command": "reload_policy", "policy_yaml": deep},
+        {"command": "reload_policy", "policy_yaml": bad_date},
+        {"command": "freeze", "service": "after-the-reload"},
+    ]
+    values = [
+        orjson.dumps({"schema_version": 1, "user": "alice", "at": now, **c}) for c in commands
+    ]
+    for value in values:
+        assert ControlCommand.model_validate_json(value)  # valid commands, bad policy
+    sender.send([Bad("control", b"control", v, "") for v in values], 0)
+    w.wait_metric("escalation_state_updates_applied_total", 1, timeout=30, table="freeze")
+    wait_processed(settings, sender.landed)
+    with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as audit:
+        audit.read_to_end()
+        kinds = [v["event"]["kind"] for v in audit.values()]
+    assert kinds.count("policy_rejected") == 2, (kinds, w.log_tail(30))
+    assert w.metric("escalation_policy_reloads_rejected_total") == 2
+    assert w.alive

@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
-from harness import DecisionReader, Feed, Reader, Worker
+from harness import DecisionReader, Feed, Reader, Worker, wait_processed
 
 from streams import samples
 from streams.audit import verify_records
@@ -40,80 +41,75 @@ def _strip_fleet(decision: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_a_worker_killed_mid_stream_loses_nothing(settings: Settings, topics: list[str]) -> None:
-    workers = [Worker(settings, f"w{i}").start() for i in range(2)]
+def test_a_worker_killed_mid_stream_loses_nothing(
+    settings: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    workers = [start_worker(f"w{i}", ready=False) for i in range(2)]
     feed = Feed(settings)
-    try:
-        for w in workers:
-            w.wait_ready()
-        feed.seed_samples(*workers)
-        start = dt.datetime.now(tz=dt.UTC)
-        stream = [p for _, p in samples.stream(600, start=start, tag="crash-")]
-        sender = threading.Thread(target=lambda: [feed.proposals(stream[i : i + 20])
-                                                  for i in range(0, len(stream), 20)])  # fmt: skip
-        with DecisionReader(settings) as reader:
-            sender.start()
-            assert reader.wait(lambda r: len(r.by_proposal()) >= 150, timeout=60)
-            workers[1].kill()
-            restarted = Worker(settings, "w1-restarted").start()
-            workers.append(restarted)
-            restarted.wait_ready()
-            sender.join(timeout=120)
-            # Usually seconds; a partition of the killed worker has twice taken ~2 min
-            # to be served again (Faust's recovery after SIGKILL). Late is not lost.
-            found = reader.wait_for([p.proposal_id for p in stream], timeout=300)
-            reader.drain(1.0)
-            every = _all_decisions(reader)
-        assert len(found) == len(stream)
-        duplicates = {pid: ds for pid, ds in every.items() if len(ds) > 1}
-        for pid, copies in duplicates.items():
-            ids = {d["decision_id"] for d in copies}
-            assert len(ids) == 1, pid
-            assert all(_strip_fleet(d) == _strip_fleet(copies[0]) for d in copies), pid
-        print(f"\n{len(stream)} proposals, {len(duplicates)} redelivered and decided again")
+    for w in workers:
+        w.wait_ready()
+    feed.seed_samples(*workers)
+    start = dt.datetime.now(tz=dt.UTC)
+    stream = [p for _, p in samples.stream(600, start=start, tag="crash-")]
+    sender = threading.Thread(target=lambda: [feed.proposals(stream[i : i + 20])
+                                              for i in range(0, len(stream), 20)])  # fmt: skip
+    with DecisionReader(settings) as reader:
+        sender.start()
+        assert reader.wait(lambda r: len(r.by_proposal()) >= 150, timeout=60)
+        workers[1].kill()
+        start_worker("w1-restarted")
+        sender.join(timeout=120)
+        # Usually seconds; a partition of the killed worker has twice taken ~2 min
+        # to be served again (Faust's recovery after SIGKILL). Late is not lost.
+        found = reader.wait_for([p.proposal_id for p in stream], timeout=300)
+        # Every proposal committed, so every decision (and redecision) is on the
+        # broker: read to the end to see every duplicate.
+        wait_processed(settings, feed.sent, timeout=120)
+        reader.read_to_end()
+        every = _all_decisions(reader)
+    assert len(found) == len(stream)
+    duplicates = {pid: ds for pid, ds in every.items() if len(ds) > 1}
+    for pid, copies in duplicates.items():
+        ids = {d["decision_id"] for d in copies}
+        assert len(ids) == 1, pid
+        assert all(_strip_fleet(d) == _strip_fleet(copies[0]) for d in copies), pid
+    print(f"\n{len(stream)} proposals, {len(duplicates)} redelivered and decided again")
 
-        # State after the crash: one outcome per pattern, redelivered or not, counts once.
-        scenario = samples.SCENARIOS[2]  # seeded with 5 successes
-        probe = samples.proposal(scenario, 999, at=dt.datetime.now(tz=dt.UTC), tag="probe-")
-        feed.proposals([probe])
-        with DecisionReader(settings) as reader:
-            decision = reader.wait_for([probe.proposal_id])[probe.proposal_id]
-        assert decision["context"]["history"] == {"seen": 5, "successes": 5, "failures": 0}
+    # State after the crash: one outcome per pattern, redelivered or not, counts once.
+    scenario = samples.SCENARIOS[2]  # seeded with 5 successes
+    probe = samples.proposal(scenario, 999, at=dt.datetime.now(tz=dt.UTC), tag="probe-")
+    feed.proposals([probe])
+    with DecisionReader(settings) as reader:
+        decision = reader.wait_for([probe.proposal_id])[probe.proposal_id]
+    assert decision["context"]["history"] == {"seen": 5, "successes": 5, "failures": 0}
 
-        with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as audit:
-            assert audit.wait(
-                lambda r: sum(v["event"]["kind"] == "decision" for v in r.values()) >= len(stream)
-            )
-            report = verify_records([m.value() for m in audit.messages])
-        assert report.ok, [f.line() for f in report.errors][:10]
-    finally:
-        for w in workers:
-            w.stop()
+    with Reader(settings.bootstrap_servers or "", [settings.topic("audit")]) as audit:
+        assert audit.wait(
+            lambda r: sum(v["event"]["kind"] == "decision" for v in r.values()) >= len(stream)
+        )
+        report = verify_records([m.value() for m in audit.messages])
+    assert report.ok, [f.line() for f in report.errors][:10]
 
 
 def test_the_broker_restarted_under_a_running_worker(
-    settings: Settings, topics: list[str], kafka_broker: LocalKafka
+    settings: Settings, start_worker: Callable[..., Worker], kafka_broker: LocalKafka
 ) -> None:
-    worker = Worker(settings, "w1").start()
+    worker = start_worker()
     feed = Feed(settings)
-    try:
-        worker.wait_ready()
-        feed.seed_samples(worker)
-        before = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="b1-")]
-        feed.proposals(before)
-        with DecisionReader(settings) as reader:
-            reader.wait_for([p.proposal_id for p in before])
-        kafka_broker.stop()
-        kafka_broker.start()
-        after = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="b2-")]
-        feed = Feed(settings)
-        feed.proposals(after)
-        with DecisionReader(settings) as reader:
-            found = reader.wait_for([p.proposal_id for p in after], timeout=120)
-        assert {d["level"] for d in found.values()} == {0, 1, 2, 3, 4}
-        assert worker.alive
-    finally:
-        worker.stop()
+    feed.seed_samples(worker)
+    before = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="b1-")]
+    feed.proposals(before)
+    with DecisionReader(settings) as reader:
+        reader.wait_for([p.proposal_id for p in before])
+    kafka_broker.stop()
+    kafka_broker.start()
+    after = [p for _, p in samples.stream(10, start=dt.datetime.now(tz=dt.UTC), tag="b2-")]
+    feed = Feed(settings)
+    feed.proposals(after)
+    with DecisionReader(settings) as reader:
+        found = reader.wait_for([p.proposal_id for p in after], timeout=120)
+    assert {d["level"] for d in found.values()} == {0, 1, 2, 3, 4}
+    assert worker.alive
 
 
 def test_a_worker_started_before_its_broker(settings: Settings, kafka_broker: LocalKafka) -> None:

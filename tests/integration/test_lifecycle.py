@@ -5,12 +5,11 @@ re-qualification, velocity and freeze (SPEC section 6), with the fast test polic
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import DecisionReader, Feed, Reader, Worker
+from harness import DecisionReader, Feed, Reader, Worker, wait_processed
 
 from streams import samples
 from streams.models import Proposal
@@ -21,15 +20,10 @@ BY_NAME = {s.name: s for s in samples.SCENARIOS}
 
 
 @pytest.fixture
-def worker(settings: Settings, topics: list[str]) -> Iterator[Worker]:
+def worker(start_worker: Callable[..., Worker]) -> Worker:
     # RocksDB, as in production (the audit-head checkpoints); pending approvals survive a
     # SIGKILL through the lifecycle log, which a restarted worker folds again.
-    w = Worker(settings, "w1", store="rocksdb://").start()
-    try:
-        w.wait_ready()
-        yield w
-    finally:
-        w.stop()
+    return start_worker(store="rocksdb://")
 
 
 EXTRA_SERVICES = ("svc-a", "svc-b", "svc-c", "burst-api", "frozen-api", "other-api")
@@ -64,20 +58,20 @@ def _decide(settings: Settings, feed: Feed, proposal: Proposal) -> dict[str, Any
         return reader.wait_for([proposal.proposal_id])[proposal.proposal_id]
 
 
-def _commands(settings: Settings, decision_id: str, count: int, timeout: float = 30) -> list[dict]:
+def _commands(settings: Settings, feed: Feed, decision_id: str) -> list[dict]:
+    """Every command for ``decision_id`` once the gate has handled the last answer sent.
+
+    The gate commits an answer only after what it caused is on the broker, so reading
+    ``decisions.execute`` to its end then proves a missing (or a second) command.
+    """
+    wait_processed(settings, feed.last)
     with Reader(settings.bootstrap_servers or "", [settings.topic("decisions.execute")]) as r:
-
-        def found(reader: Reader) -> list[dict]:
-            return [
-                v
-                for v in reader.values()
-                if v.get("type") in {"execute", "abort"} and v["decision_id"] == decision_id
-            ]
-
-        r.wait(lambda reader: len(found(reader)) >= count, timeout=timeout)
-        # Drain a little longer so a duplicate would be seen too.
-        r.drain(0.5)
-        return found(r)
+        r.read_to_end()
+        return [
+            v
+            for v in r.values()
+            if v.get("type") in {"execute", "abort"} and v["decision_id"] == decision_id
+        ]
 
 
 def test_a_listed_approver_approves_once_and_execute_is_emitted_once(
@@ -90,7 +84,7 @@ def test_a_listed_approver_approves_once_and_execute_is_emitted_once(
     worker.wait_metric("escalation_answers_accepted_total", 1, kind="approve")
     feed.answer("approve", decision["decision_id"], "bob")
     worker.wait_metric("escalation_answers_refused_total", 1, reason="already_approved")
-    commands = _commands(settings, decision["decision_id"], 1)
+    commands = _commands(settings, feed, decision["decision_id"])
     assert [c["type"] for c in commands] == ["execute"]
     assert commands[0]["by"] == "alice"
     assert commands[0]["command_id"] == f"{decision['decision_id']}:execute"
@@ -105,7 +99,7 @@ def test_a_regulated_approval_needs_a_change_record(
     feed.answer("approve", decision["decision_id"], "alice")
     worker.wait_metric("escalation_answers_refused_total", 1, reason="change_record_missing")
     feed.answer("approve", decision["decision_id"], "alice", change_record="CHG-1234")
-    commands = _commands(settings, decision["decision_id"], 1)
+    commands = _commands(settings, feed, decision["decision_id"])
     assert commands[0]["change_record"] == "CHG-1234"
 
 
@@ -136,7 +130,7 @@ def test_forged_unsigned_replayed_unknown_and_ai_answers_change_nothing(
             if v["event"]["kind"] == "answer_refused"
         }
     assert {"forged", "unsigned", "unknown_decision", "replayed"} <= reasons
-    assert _commands(settings, decision_id, 1, timeout=1) == []
+    assert _commands(settings, feed, decision_id) == []
 
 
 def test_a_false_positive_rejection_feeds_the_ai_rate(
@@ -155,7 +149,7 @@ def test_a_false_positive_rejection_feeds_the_ai_rate(
 
 
 def test_a_timeout_pages_oncall_and_a_restarted_worker_pages_again(
-    settings: Settings, feed: Feed, worker: Worker
+    settings: Settings, feed: Feed, worker: Worker, start_worker: Callable[..., Worker]
 ) -> None:
     decision = _decide(settings, feed, _proposal("cert-second", 1))
     assert decision["level"] == 2
@@ -171,14 +165,10 @@ def test_a_timeout_pages_oncall_and_a_restarted_worker_pages_again(
         assert first["escalation_number"] == 1
         assert set(first["asked"]) == {"alice", "bob", "carol", "dana"}
         worker.kill()  # SIGKILL: the timer state must come back from the table
-        restarted = Worker(settings, "w1", store="rocksdb://").start()  # same data dir
-        try:
-            restarted.wait_ready()
-            assert oncall.wait(lambda r: len(pages(r)) >= 2, timeout=60), restarted.log_tail()
-            numbers = sorted({p["escalation_number"] for p in pages(oncall)})
-            assert numbers[:2] == [1, 2]
-        finally:
-            restarted.stop()
+        restarted = start_worker("w1", store="rocksdb://")  # same data dir
+        assert oncall.wait(lambda r: len(pages(r)) >= 2, timeout=60), restarted.log_tail()
+        numbers = sorted({p["escalation_number"] for p in pages(oncall)})
+        assert numbers[:2] == [1, 2]
     finally:
         oncall.close()
     # The approval stays open: a late approval is still accepted.
@@ -191,16 +181,16 @@ def test_abort_inside_the_window_stops_it_and_after_the_window_is_refused(
     assert inside["level"] == 3
     assert inside["abort_window_ends_at"]
     feed.answer("abort", inside["decision_id"], "dana")
-    commands = _commands(settings, inside["decision_id"], 1)
+    commands = _commands(settings, feed, inside["decision_id"])
     assert [c["type"] for c in commands] == ["abort"]
 
     late = _decide(settings, feed, _proposal("deadlock-statefulset", 2))
     assert late["level"] == 3
+    # The gate judges an answer at its record's timestamp: one just past the window.
     window_end = dt.datetime.fromisoformat(late["abort_window_ends_at"]).timestamp()
-    assert wait_until(lambda: time.time() > window_end + 0.5, timeout=30)
-    feed.answer("abort", late["decision_id"], "dana")
+    feed.answer("abort", late["decision_id"], "dana", timestamp=window_end + 0.5)
     worker.wait_metric("escalation_answers_refused_total", 1, reason="abort_window_closed")
-    assert _commands(settings, late["decision_id"], 1, timeout=1) == []
+    assert _commands(settings, feed, late["decision_id"]) == []
 
 
 def test_failed_verification_revokes_level_4_until_a_human_requalifies(

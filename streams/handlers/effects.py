@@ -1,0 +1,116 @@
+"""PURE: what a handler returns: every consequence of one input, as values.
+
+The topology emits an ``Effects`` only once the handler has returned it whole, so a
+handler that raises emits nothing (functional core, imperative shell: STYLE.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from streams.models import AuditKind
+from streams.state.records import PendingEntry, StateUpdate
+
+#: Counters of ``streams.metrics.Metrics`` a handler may count.
+Counter = Literal[
+    "decisions",
+    "triggers",
+    "dead_letters",
+    "policy_rejected",
+    "answers_refused",
+    "answers_accepted",
+    "oncall",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an input record came from: its topic, partition, offset, time and bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # seconds since the epoch, the instant the gate judges it at
+    key: bytes | None = None
+    value: bytes = b""
+
+    @property
+    def instant(self) -> dt.datetime:
+        """``timestamp`` as an aware UTC datetime."""
+        return dt.datetime.fromtimestamp(self.timestamp, tz=dt.UTC)
+
+    def update_id(self, table: str) -> str:
+        """A deterministic id for a state update this input causes (folds once)."""
+        return f"{self.topic}:{self.partition}:{self.offset}:{table}"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A record for an output topic, by logical name (``decisions.execute``, ``oncall``...)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDraft:
+    """An audit event before it is sealed onto its chain (the shell holds the heads)."""
+
+    kind: AuditKind
+    event_id: str
+    at: dt.datetime
+    actor: str
+    data: dict[str, Any]
+    fields: dict[str, str]
+    proposal_id: str | None = None
+    decision_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """One increment of a labelled counter."""
+
+    metric: Counter
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """Every consequence of one input.
+
+    ``entries`` are pending entries (already one version higher) that the worker
+    holds and appends to the ``lifecycle`` log, on the partition of the input.
+    """
+
+    sends: tuple[Send, ...] = ()
+    audits: tuple[AuditDraft, ...] = ()
+    state: tuple[StateUpdate, ...] = ()
+    entries: tuple[PendingEntry, ...] = ()
+    metrics: tuple[Count, ...] = ()
+
+    def __add__(self, other: Effects) -> Effects:
+        return Effects(
+            self.sends + other.sends,
+            self.audits + other.audits,
+            self.state + other.state,
+            self.entries + other.entries,
+            self.metrics + other.metrics,
+        )
+
+
+NOTHING = Effects()
+
+
+class StateView(Protocol):
+    """Read-only access to the folded state tables (the worker's mirror)."""
+
+    def get(self, table: str, key: str) -> Any:
+        """The value of one key, or ``None``."""
+        ...
+
+    def values(self, table: str) -> list[Any]:
+        """Every value of a table."""
+        ...

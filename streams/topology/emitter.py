@@ -1,0 +1,85 @@
+"""Emit a handler's effects: the only place the gate's records leave for the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from streams.handlers import Effects
+from streams.kafka.sink import Sink
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.state.records import StateUpdate, lifecycle_record
+from streams.topology.approvals import Approvals
+from streams.topology.sealer import Sealer
+
+
+class Emitter:
+    """Turns ``Effects`` into records on the broker, sealed audit events, held pending
+    entries, folded state and counted metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sink: Sink,
+        sealer: Sealer,
+        approvals: Approvals,
+        metrics: Metrics,
+        apply_state: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        self.sink = sink
+        self.sealer = sealer
+        self.approvals = approvals
+        self.metrics = metrics
+        self.apply_state = apply_state
+        self._topics: dict[str, str] = {}
+        self._topic = settings.topic
+        self.audit_topic = settings.topic("audit")
+        self.state_topic = settings.topic("state")
+        self.lifecycle_topic = settings.topic("lifecycle")
+
+    def topic(self, name: str) -> str:
+        """The full name of a logical output topic."""
+        full = self._topics.get(name)
+        if full is None:
+            full = self._topics[name] = self._topic(name)
+        return full
+
+    def emit(self, effects: Effects, partition: int) -> None:
+        """Emit everything one input on ``partition`` caused.
+
+        Audit events are sealed first (the one step that can refuse), so nothing is
+        produced unless every event has its place on the chain.
+        """
+        chain, audits = self.sealer.seal(partition, effects.audits) if effects.audits else ("", [])
+        produce = self.sink.produce
+        for send in effects.sends:
+            produce(self.topic(send.topic), send.value, key=send.key)
+        for entry in effects.entries:
+            self.approvals.store(partition, entry)
+            produce(
+                self.lifecycle_topic,
+                lifecycle_record("entry", entry),
+                key=entry["decision_id"].encode(),
+                partition=partition,
+            )
+        for update in effects.state:
+            self.send_state(update)
+        for record, draft in zip(audits, effects.audits, strict=True):
+            produce(self.audit_topic, record, key=chain.encode(), partition=partition)
+            self.metrics.inc(self.metrics.audit_events, draft.kind)
+        for count in effects.metrics:
+            counter = getattr(self.metrics, count.metric)
+            if count.labels:
+                self.metrics.inc(counter, *count.labels)
+            else:
+                counter.inc()
+
+    def send_state(self, update: StateUpdate) -> None:
+        """Append a state update to the ``state`` log (and fold it now if it says so)."""
+        if update.apply_now:
+            # The velocity guard must see a burst as it happens; the fold from the log
+            # is then a no-op, by the update's id.
+            self.apply_state(update.record())
+        self.sink.produce(self.state_topic, update.value(), key=update.kafka_key())
