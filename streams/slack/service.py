@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 #: request signature is remembered a little longer than that.
 REPLAY_KEEP_SECONDS = 6 * 60
 RECORD_RETENTION_SECONDS = 7 * 24 * 3600
+RETRY_SECONDS = 15.0
 EVENTS_PATH = "/slack/events"
 ROLE_OF: dict[str, Role] = {
     blocks.APPROVE: "approve",
@@ -64,6 +65,11 @@ ACTION_OF: dict[str, track.Action] = {
     blocks.ABORT: "abort",
 }
 VERB = {"approve": "approval", "reject": "rejection", "abort": "abort"}
+
+
+def _digest(record: track.Record) -> str:
+    """What the message of a record shows now, as a digest (an update only when it moved)."""
+    return hashlib.sha256(canonical_json(blocks.message(record)[1])).hexdigest()
 
 
 class _At(Clock):
@@ -116,6 +122,8 @@ class SlackService:
         self.metrics = metrics
         self.users_source = users_source
         self._deadlines: dict[str, float] = {}
+        self._out_of_date: set[str] = set()
+        self._retried_at = 0.0
         for record in store.records():
             self._track(record)
         self.app = self._bolt()
@@ -173,7 +181,30 @@ class SlackService:
         self.store.put(synced, time.time())
         self._track(synced)
 
+    def _track_sync(self, record: track.Record) -> None:
+        # A message Slack did not take (an outage, a channel the app is not in yet)
+        # is tried again by the tick, not only when the decision's next record comes.
+        if record.get("view") is not None and (
+            record.get("posted") is None or record.get("rendered") != _digest(record)
+        ):
+            self._out_of_date.add(record["decision_id"])
+        else:
+            self._out_of_date.discard(record["decision_id"])
+
+    def retry(self) -> None:
+        """Post or update again every message whose last Slack call failed."""
+        for decision_id in list(self._out_of_date):
+            old = self.store.get(decision_id)
+            if old is None:
+                self._out_of_date.discard(decision_id)
+                continue
+            synced = self.sync(old)
+            if synced != old:
+                self.store.put(synced, time.time())
+            self._track(synced)
+
     def _track(self, record: track.Record) -> None:
+        self._track_sync(record)
         view = record.get("view")
         if record.get("level") == 3 and record.get("status") == "open" and view:
             self._deadlines[record["decision_id"]] = float(view["abort_window_ends_at"] or 0)
@@ -229,7 +260,10 @@ class SlackService:
         return response
 
     def tick(self, now: float) -> None:
-        """Close the abort windows that ended; forget records older than a week."""
+        """Close the abort windows that ended; retry failed Slack calls now and then."""
+        if self._out_of_date and now - self._retried_at >= RETRY_SECONDS:
+            self._retried_at = now
+            self.retry()
         for decision_id, ends in list(self._deadlines.items()):
             if ends <= now:
                 old = self.store.get(decision_id)

@@ -447,3 +447,16 @@ def test_a_restarted_service_updates_the_message_it_posted_before(rig: Rig, tmp_
     assert len(rig.api.calls_of("chat.update")) == 1
     assert "*Rejected* by bob" in slack_api.message_text(rig.current(decision))
     again.store.close()
+
+
+def test_a_message_slack_did_not_take_is_posted_again_later(rig: Rig) -> None:
+    decision = l2(11)
+    rig.api.channels.discard(CHANNEL)  # the app is not in the channel yet
+    rig.service.handle("t.decisions.approve", orjson.dumps(decision))
+    assert rig.api.message_about(decision["decision_id"]) is None
+    assert rig.service.metrics.api_calls.labels("chat.postMessage", "error")._value.get() == 1
+    rig.api.channels.add(CHANNEL)  # invited
+    rig.service.retry()
+    rig.service.retry()
+    assert rig.api.message_about(decision["decision_id"]) is not None
+    assert len(rig.api.calls_of("chat.postMessage")) == 2  # one refused, one taken
