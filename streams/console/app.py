@@ -295,6 +295,12 @@ def create_app(console: Console) -> Starlette:
         return render(request, "decision_timeline.html", user, **context)
 
     @signed_in
+    async def decision_conditions(request: Request, user: str) -> Response:
+        # Loaded when a waiting item's conditions are opened: the list stays small.
+        context = decision_context(request.path_params["decision_id"])
+        return render(request, "_conditions.html", user, **context)
+
+    @signed_in
     async def answer(request: Request, user: str) -> Response:
         values = await form_of(request)
         decision_id = request.path_params["decision_id"]
@@ -457,6 +463,7 @@ def create_app(console: Console) -> Starlette:
         Route("/decisions/feed", decisions_feed),
         Route("/decisions/{decision_id:str}", decision_page),
         Route("/decisions/{decision_id:str}/timeline", decision_timeline),
+        Route("/decisions/{decision_id:str}/conditions", decision_conditions),
         Route("/decisions/{decision_id:str}/answer", answer, methods=["POST"]),
         Route("/fleet", fleet_page),
         Route("/fleet/freeze", freeze, methods=["POST"]),

@@ -7,6 +7,7 @@ the view is guarded by one lock, held for a batch of records at a time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -88,6 +89,11 @@ class Feed:
                 if not self.ready.is_set() and all(
                     positions[tp] >= end for tp, end in ends.items()
                 ):
+                    # What the catch-up folded lives long: move it out of the collector's
+                    # way, so that a full collection (hundreds of ms over 20,000
+                    # decisions) does not stall a page (bench/console.py --freeze-gc).
+                    gc.collect()
+                    gc.freeze()
                     self.ready.set()
         finally:
             consumer.close()

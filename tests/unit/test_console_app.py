@@ -106,6 +106,9 @@ def test_every_page_renders_for_a_signed_in_person(client: TestClient, console: 
     page = client.get(f"/decisions/{decision_id}")
     assert page.status_code == 200
     assert "Audit chain verifies" in page.text
+    conditions = client.get(f"/decisions/{decision_id}/conditions")
+    assert conditions.status_code == 200
+    assert "replica_fraction" in conditions.text
     assert client.get("/decisions/d-unknown").status_code == 404
     assert "<svg" in client.get("/trends").text
 

@@ -37,7 +37,8 @@ def test_a_level_2_decision_waits_until_it_is_answered(policy: Policy) -> None:
     assert item.level == 2
     assert item.deadline() == pytest.approx(T0.timestamp() + policy.approval.timeout_seconds)
     assert "blast_radius" in item.triggers
-    assert any(c["name"] == "replica_fraction" and c["holds"] for c in item.conditions)
+    assert any(c["name"] == "replica_fraction" and c["holds"] for c in item.conditions())
+    assert "replica_fraction" in item.holding
     _fold(view, chains.answer(decision, "approve", "alice", T0 + dt.timedelta(seconds=2)))
     assert view.waiting(now) == []
     assert item.status == "approved"
