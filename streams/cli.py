@@ -464,6 +464,9 @@ def _mount_subsystem_commands() -> None:
     from streams.slack.cli import slack  # noqa: PLC0415
 
     cli.add_command(slack)
+    from streams.oncall.cli import pager  # noqa: PLC0415
+
+    cli.add_command(pager)
 
 
 def _mount_executor_commands() -> None:

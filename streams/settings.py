@@ -209,6 +209,48 @@ class Settings(BaseSettings):
         default=None,
         description="The Slack bridge's Ed25519 private key (PEM, 0600): signs its answers.",
     )
+    # ``escalation pager`` (docs/oncall.md): oncall -> Alertmanager and PagerDuty.
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Alertmanager the pager posts to (http://HOST:9093); unset: not paged.",
+    )
+    pagerduty_routing_key: SecretStr | None = Field(
+        default=None,
+        description="PagerDuty Events API v2 routing key of targets without their own; "
+        "unset (and no per-target key): PagerDuty is not paged.",
+    )
+    pagerduty_routing_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Routing key per on-call target of the policy chain, as JSON "
+        '({"sre-manager": "KEY"}).',
+    )
+    pagerduty_url: str = Field(
+        default="https://events.pagerduty.com", description="PagerDuty Events API (https)."
+    )
+    pagerduty_ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) to trust for PagerDuty; unset: the system's."
+    )
+    pager_group: str = Field(default="escalation-pager", description="The pager's consumer group.")
+    pager_repost_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How often open alerts are re-posted; each post ends 4 of these ahead.",
+    )
+    pager_max_open_seconds: float = Field(
+        default=7 * 86_400.0, gt=0, description="An approval page older than this expires."
+    )
+    pager_event_hold_seconds: float = Field(
+        default=3600.0, gt=0, description="How long a failed verification's alert fires."
+    )
+    pager_default_target: str = Field(
+        default="oncall", description="Target of an escalation that names none."
+    )
+    pager_metrics_port: int = Field(default=9465, ge=0, le=65535, description="Pager metrics.")
+    console_url: str | None = Field(
+        default=None,
+        description="Public URL of the console, linked from every page (CONSOLE/decisions/ID).",
+    )
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``proposals``."""
