@@ -453,8 +453,11 @@ def _mount_subsystem_commands() -> None:
     cli.add_command(audit)
     cli.add_command(replay)
     from streams.ingest.cli import ingest  # noqa: PLC0415
+    from streams.review.trust_cli import calibration, replay_trust  # noqa: PLC0415
 
     cli.add_command(ingest)
+    cli.add_command(calibration)
+    cli.add_command(replay_trust)
     _mount_executor_commands()
     policy.add_command(policy_test, "test")
     policy.add_command(policy_diff, "diff")
