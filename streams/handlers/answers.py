@@ -6,9 +6,10 @@ import datetime as dt
 from typing import Literal
 
 from streams.handlers.effects import AuditDraft, Count, Effects, Origin, Send
-from streams.handlers.oncall import page
+from streams.handlers.oncall import page, resolve
 from streams.models import ApprovalResponse, AuditKind, ExecuteCommand, encode
 from streams.policy import Policy
+from streams.policy.model import Oncall
 from streams.state import lifecycle
 from streams.state.records import PendingEntry, verdict_update
 
@@ -122,13 +123,18 @@ def on_answer(
         )
     for kind in verdict.commands:
         effects += command("abort" if kind == "abort" else "execute", new, answer, now)
+    if new["status"] in {"approved", "rejected"} and new.get("escalations", 0) > 0:
+        effects += resolve(new, answer=answer.kind, by=answer.user, at=now)
     return effects
 
 
-def on_timeout(entry: PendingEntry | None, at: dt.datetime) -> Effects | None:
+def on_timeout(
+    entry: PendingEntry | None, at: dt.datetime, oncall: Oncall | None = None
+) -> Effects | None:
     """Page on-call for an approval whose timeout passed; ``None`` when none is due.
 
-    The approval stays open: escalating asks more humans, it never decides.
+    The approval stays open: escalating asks more humans, it never decides. Each
+    escalation pages the next target of the policy's on-call chain.
     """
     escalated = lifecycle.due_escalation(entry, at)
     if escalated is None or entry is None:
@@ -148,4 +154,6 @@ def on_timeout(entry: PendingEntry | None, at: dt.datetime) -> Effects | None:
         asked=tuple(entry["asked"]),
         number=number,
         at=at,
+        target=oncall.target(number) if oncall is not None else None,
+        level=entry["level"],
     )

@@ -9,6 +9,7 @@ from streams.handlers.effects import AuditDraft, Count, Effects, Origin
 from streams.handlers.oncall import page
 from streams.models import AuditKind, ControlCommand, ErrorBudgetUpdate, Outcome
 from streams.policy import parse_policy
+from streams.policy.model import Oncall
 from streams.state.records import (
     StateUpdate,
     budget_update,
@@ -20,7 +21,7 @@ from streams.state.records import (
 )
 
 
-def on_outcome(outcome: Outcome, origin: Origin) -> Effects:
+def on_outcome(outcome: Outcome, origin: Origin, oncall: Oncall | None = None) -> Effects:
     """Fold an executor's report into history, AI verdicts and re-qualification (SPEC 6).
 
     A failed verification pages on-call; an autonomous action (Level 3 or 4) that was
@@ -55,6 +56,8 @@ def on_outcome(outcome: Outcome, origin: Origin) -> Effects:
             asked=(),
             number=1,
             at=outcome.at,
+            target=oncall.verification_target if oncall is not None else None,
+            level=outcome.level,
         )
     if outcome.level >= 3 and not outcome.successful:
         state.append(

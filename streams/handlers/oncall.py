@@ -1,4 +1,4 @@
-"""PURE: a page to on-call, with its audit event."""
+"""PURE: a page to on-call, with its audit event; the end of a decision's pages."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import datetime as dt
 from typing import Literal
 
 from streams.handlers.effects import AuditDraft, Count, Effects, Send
-from streams.models import OncallEscalation, encode
+from streams.models import OncallEscalation, OncallResolution, encode
+from streams.state.records import PendingEntry
 
 PageReason = Literal["approval_timeout", "verification_failed"]
 
@@ -24,8 +25,14 @@ def page(
     asked: tuple[str, ...],
     number: int,
     at: dt.datetime,
+    target: str | None = None,
+    level: int | None = None,
 ) -> Effects:
-    """An escalation on ``oncall`` (keyed by service), audited and counted."""
+    """An escalation on ``oncall`` (keyed by service), audited and counted.
+
+    ``target`` is the step of the policy's on-call chain it pages (``None``: the
+    pager's default target).
+    """
     escalation = OncallEscalation.model_construct(
         schema_version=1,
         escalation_id=escalation_id,
@@ -33,6 +40,8 @@ def page(
         proposal_id=proposal_id,
         reason=reason,
         escalation_number=number,
+        target=target,
+        level=level,
         asked=asked,
         service=service,
         pattern=pattern,
@@ -55,3 +64,22 @@ def page(
         audits=(audit,),
         metrics=(Count("oncall", (reason,)),),
     )
+
+
+def resolve(
+    entry: PendingEntry, *, answer: Literal["approve", "reject", "abort"], by: str, at: dt.datetime
+) -> Effects:
+    """After an escalated approval is answered: an ``OncallResolution`` on ``oncall``,
+    keyed by service like the escalations it ends (so it follows them on their
+    partition), for the pager to resolve every alert and incident of the decision."""
+    resolution = OncallResolution(
+        resolution_id=f"{entry['decision_id']}:resolved",
+        decision_id=entry["decision_id"],
+        proposal_id=entry["proposal_id"],
+        service=entry["service"],
+        escalations=entry["escalations"],
+        answer=answer,
+        by=by,
+        at=at,
+    )
+    return Effects(sends=(Send("oncall", encode(resolution), entry["service"].encode()),))

@@ -119,7 +119,7 @@ class PagerDuty:
             # The pager tries again itself, with its own backoff, keeping Alertmanager's
             # alerts alive meanwhile: the client's own retries sleep for minutes (and
             # a 429 forever) inside one call.
-            client.retry = {status: 0 for status in (429, 500, 502, 503, 504)}
+            client.retry = dict.fromkeys((429, 500, 502, 503, 504), 0)
             client.max_network_attempts = 0
             self._clients[key] = client
         return self._clients[key]

@@ -278,7 +278,7 @@ class Gate:
     def on_outcome(self, event: Any) -> None:
         outcome = self.decode(event, Outcome, "outcomes")
         if outcome is not None:
-            self.emit(event, handlers.on_outcome(outcome, origin_of(event)))
+            self.emit(event, handlers.on_outcome(outcome, origin_of(event), self.policy.oncall))
 
     def on_budget(self, event: Any) -> None:
         update = self.decode(event, ErrorBudgetUpdate, "error-budgets")
@@ -325,7 +325,7 @@ class Gate:
             self.approvals.evict(now)
         for decision_id in list(self.approvals.due(now)):
             partition = self.approvals.partition.get(decision_id)
-            effects = handlers.on_timeout(self.approvals.get(decision_id), at)
+            effects = handlers.on_timeout(self.approvals.get(decision_id), at, self.policy.oncall)
             if effects is None or partition is None:
                 self.approvals.close(decision_id)
                 continue

@@ -141,8 +141,19 @@ def test_an_answer(case: dict[str, Any], policy: Policy) -> None:
     assert new["answered_by"] == given.user
     assert new["version"] == held["version"] + 1
     assert [(c.metric, c.labels) for c in effects.metrics] == [("answers_accepted", (given.kind,))]
-    commands = [orjson.loads(s.value) for s in effects.sends]
+    commands = [orjson.loads(s.value) for s in effects.sends if s.topic == "decisions.execute"]
     assert [c["type"] for c in commands] == expect.get("commands", [])
+    resolutions = [orjson.loads(s.value) for s in effects.sends if s.topic == "oncall"]
+    if "resolution" in expect:
+        (resolution,) = resolutions
+        assert resolution["type"] == "resolved"
+        assert resolution["resolution_id"] == "d-1:resolved"
+        assert resolution["service"] == held["service"]
+        assert {k: resolution[k] for k in expect["resolution"]} == expect["resolution"]
+        (send,) = [s for s in effects.sends if s.topic == "oncall"]
+        assert send.key == held["service"].encode()  # the partition of its escalations
+    else:
+        assert resolutions == []
     for command in commands:
         assert command["command_id"] == f"d-1:{command['type']}"
         assert command["by"] == given.user
@@ -156,7 +167,7 @@ def test_an_answer(case: dict[str, Any], policy: Policy) -> None:
 @pytest.mark.parametrize("case", CASES["timeouts"], ids=lambda c: c["name"])
 def test_a_timeout(case: dict[str, Any], policy: Policy) -> None:
     held = entry(policy, **case.get("entry", {}))
-    effects = handlers.on_timeout(held, at(case["now"]))
+    effects = handlers.on_timeout(held, at(case["now"]), policy.oncall)
     number = case["expect"]["page"]
     if number is None:
         assert effects is None
@@ -167,6 +178,8 @@ def test_a_timeout(case: dict[str, Any], policy: Policy) -> None:
     assert page["escalation_number"] == number
     assert page["escalation_id"] == f"d-1:timeout:{number}"
     assert page["reason"] == "approval_timeout"
+    assert page["target"] == case["expect"]["target"]
+    assert page["level"] == 2
     assert tuple(page["asked"]) == tuple(policy.approval.approvers)
     assert kinds(effects) == ["timeout_escalation"]
     (new,) = effects.entries
@@ -176,7 +189,7 @@ def test_a_timeout(case: dict[str, Any], policy: Policy) -> None:
 
 
 @pytest.mark.parametrize("case", CASES["outcomes"], ids=lambda c: c["name"])
-def test_an_outcome(case: dict[str, Any]) -> None:
+def test_an_outcome(case: dict[str, Any], policy: Policy) -> None:
     fields = {
         "schema_version": 1,
         "decision_id": "d-1",
@@ -191,8 +204,12 @@ def test_an_outcome(case: dict[str, Any]) -> None:
         "at": BASE,
         **case.get("outcome", {}),
     }
-    effects = handlers.on_outcome(Outcome.model_validate(fields), origin("escalation.outcomes"))
+    outcome = Outcome.model_validate(fields)
+    effects = handlers.on_outcome(outcome, origin("escalation.outcomes"), policy.oncall)
     expect = case["expect"]
+    for page in (orjson.loads(s.value) for s in effects.sends if s.topic == "oncall"):
+        assert page["target"] == expect["target"]
+        assert page["level"] == outcome.level
     assert [u.table for u in effects.state] == expect["state"]
     assert kinds(effects) == expect["audits"]
     assert topics(effects) == expect["sends"]
