@@ -87,7 +87,9 @@ class Ledger:
             msg = f"{path}: another executor holds this ledger (one process per ledger)"
             raise LedgerError(msg) from None
         try:
-            db = sqlite3.connect(path, isolation_level=None)
+            # One process, one executor loop; it may run on a thread other than the
+            # one that opened the ledger (the Python API), never on two at once.
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)

@@ -1,0 +1,284 @@
+"""The reference executor on the real secure broker: signed actions run once, nothing else runs.
+
+The test plays the gate: it writes to decisions.* as the gate's principal (the only
+one allowed to) and signs with a gate key of its own, which the executor is given
+as the gate's public key. The executor runs as the executor principal. Absence is
+proven by a marker: a valid decision written after the records that must not run;
+once the marker has run, everything before it has been handled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from secure_kafka import SecureCluster, produce_as, read_as
+
+from streams import keys
+from streams.executor import Executor, ExecutorMetrics, Result, Task
+from streams.executor.samples import command, decision
+from streams.kafka import acls
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+DEADLINE_S = 90.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    secure = SecureCluster.start(tmp_path_factory.mktemp("secure-executor"))
+    try:
+        yield secure
+    finally:
+        secure.stop()
+
+
+@pytest.fixture(scope="module")
+def gate_key() -> keys.Signer:
+    return keys.generate("escalation-gate")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Recorder:
+    tasks: list[Task] = field(default_factory=list)
+
+    def __call__(self, task: Task) -> Result:
+        self.tasks.append(task)
+        return Result(True)
+
+    def ids(self, tag: str = "") -> list[str]:
+        """Action ids run, of this test's records only (the topic is the module's)."""
+        return [task.action_id for task in self.tasks if tag in task.action_id]
+
+
+class Running:
+    """An Executor on its own thread, as the executor principal."""
+
+    def __init__(self, cluster: SecureCluster, gate: keys.Signer, ledger: Path, team: str) -> None:
+        self.handler = Recorder()
+        self.rollback = Recorder()
+        self.metrics = ExecutorMetrics()
+        self.signer = keys.generate("executor-it")
+        self.executor = Executor(
+            cluster.as_(acls.EXECUTOR),
+            self.handler,
+            rollback=self.rollback,
+            team=team,
+            keys=keys.PublicKeys([gate.public]),
+            signer=self.signer,
+            ledger_path=ledger,
+            metrics=self.metrics,
+            from_beginning=True,
+        )
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.executor.run(self.stop_event)
+        except BaseException as exc:  # surfaced by the test through .error
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+        self.executor.close()
+        assert self.error is None, self.error
+
+    def refused(self, reason: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "escalation_executor_refused_total", {"reason": reason}
+        )
+        return value or 0.0
+
+
+def gate_writes(cluster: SecureCluster, topic: str, *bodies: dict[str, Any]) -> None:
+    values = [orjson.dumps(body) for body in bodies]
+    assert produce_as(cluster.as_(acls.GATE), cluster.base.topic(topic), values) == [None] * len(
+        values
+    )
+
+
+def test_a_decision_runs_once_when_redelivered_and_after_a_restart(
+    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    ledger = tmp_path / "ledger.sqlite3"
+    first = Running(cluster, gate_key, ledger, team=f"a{tag}")
+    try:
+        action = gate_key.sign(decision(3, now=_now(), decision_id=f"d-{tag}"))
+        marker = gate_key.sign(decision(4, now=_now(), decision_id=f"m1-{tag}"))
+        gate_writes(cluster, "decisions.execute", action, action, marker)  # one redelivery
+        wait_for(lambda: f"m1-{tag}" in first.handler.ids(), "the first marker to run")
+    finally:
+        first.stop()
+    assert first.handler.ids(tag) == [f"d-{tag}", f"m1-{tag}"]
+
+    # A new consumer group from the topic's beginning: every record is delivered again.
+    second = Running(cluster, gate_key, ledger, team=f"b{tag}")
+    try:
+        marker2 = gate_key.sign(decision(3, now=_now(), decision_id=f"m2-{tag}"))
+        gate_writes(cluster, "decisions.execute", action, marker2)
+        wait_for(lambda: f"m2-{tag}" in second.handler.ids(), "the second marker to run")
+    finally:
+        second.stop()
+    assert second.handler.ids(tag) == [f"m2-{tag}"]
+
+    signers = keys.PublicKeys([first.signer.public, second.signer.public])
+    found, error = read_as(
+        cluster.as_(acls.GATE),
+        cluster.base.topic("outcomes"),
+        until=lambda m: orjson.loads(m.value())["decision_id"] == f"m2-{tag}",
+    )
+    assert error is None
+    outcomes = [orjson.loads(m.value()) for m in found]
+    mine = [o for o in outcomes if o["decision_id"].endswith(tag)]
+    assert sorted(o["decision_id"] for o in mine) == sorted([f"d-{tag}", f"m1-{tag}", f"m2-{tag}"])
+    assert all(signers.verify(o) is None for o in mine)
+    assert {o["result"] for o in mine} == {"success"}
+
+
+def test_forged_tampered_and_unsigned_records_from_a_compromised_writer_never_run(
+    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path
+) -> None:
+    """The gate's principal may write decisions.execute; the signature still decides."""
+    tag = uuid.uuid4().hex[:6]
+    running = Running(cluster, gate_key, tmp_path / "ledger.sqlite3", team=f"c{tag}")
+    try:
+        now = _now()
+        unsigned = decision(4, now=now, decision_id=f"u-{tag}")
+        forged = keys.generate("attacker").sign(decision(4, now=now, decision_id=f"f-{tag}"))
+        tampered = gate_key.sign(decision(3, now=now, decision_id=f"t-{tag}"))
+        tampered["proposal"]["action"]["parameters"] = {"replicas": 0}
+        level1 = gate_key.sign(decision(1, now=now, decision_id=f"l1-{tag}"))
+        level2 = gate_key.sign(decision(2, now=now, decision_id=f"l2-{tag}"))
+        marker = gate_key.sign(decision(3, now=now, decision_id=f"m-{tag}"))
+        gate_writes(
+            cluster, "decisions.execute", unsigned, forged, tampered, level1, level2, marker
+        )
+        wait_for(lambda: f"m-{tag}" in running.handler.ids(), "the marker to run")
+    finally:
+        running.stop()
+
+    assert running.handler.ids(tag) == [f"m-{tag}"]
+    assert running.refused("unsigned") == 1
+    assert running.refused("unknown_key") == 1
+    assert running.refused("bad_signature") == 1
+    assert running.refused("level_not_executable") == 2
+
+
+def test_level_2_runs_after_the_execute_command_and_level_3_rolls_back_on_abort(
+    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    running = Running(cluster, gate_key, tmp_path / "ledger.sqlite3", team=f"d{tag}")
+    try:
+        now = _now()
+        supervised = decision(2, now=now, decision_id=f"s-{tag}")
+        conditional = decision(3, now=now, decision_id=f"c-{tag}")
+        gate_writes(cluster, "decisions.approve", gate_key.sign(supervised))
+        gate_writes(
+            cluster,
+            "decisions.execute",
+            gate_key.sign(conditional),
+            gate_key.sign(command("execute", supervised, now=now)),
+        )
+        wait_for(lambda: f"s-{tag}:execute" in running.handler.ids(), "the approved action")
+        gate_writes(
+            cluster, "decisions.execute", gate_key.sign(command("abort", conditional, now=now))
+        )
+        wait_for(lambda: bool(running.rollback.tasks), "the rollback")
+    finally:
+        running.stop()
+
+    assert sorted(running.handler.ids(tag)) == sorted([f"c-{tag}", f"s-{tag}:execute"])
+    assert [t.action_id for t in running.rollback.tasks] == [f"c-{tag}:abort"]
+
+
+def test_the_command_line_executor_runs_a_shell_command_and_reports_a_signed_outcome(
+    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    gate_pub = tmp_path / "gate.pub"
+    gate_pub.write_text(keys.public_pem(gate_key.public))
+    executor_key = tmp_path / "executor.key"
+    keys.write_private(keys.generate("escalation-executor"), executor_key)
+    ran = tmp_path / "ran.txt"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": cluster.kafka.bootstrap_servers,
+        "ESCALATION_TOPIC_PREFIX": cluster.base.topic_prefix,
+        "ESCALATION_KAFKA_CLIENT_PROPERTIES": str(cluster.files[acls.EXECUTOR]),
+        "ESCALATION_GATE_PUBLIC_KEYS": orjson.dumps([str(gate_pub)]).decode(),
+        "ESCALATION_EXECUTOR_KEY_FILE": str(executor_key),
+        "ESCALATION_DATA_DIR": str(tmp_path / "data"),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "executor",
+            "--run",
+            f'echo "$ESCALATION_DECISION_ID $ESCALATION_LEVEL $ESCALATION_SERVICE" >> {ran}',
+            "--from-beginning",
+            "--team",
+            f"cli{tag}",
+            "--metrics-port",
+            "0",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = gate_key.sign(decision(3, now=_now(), decision_id=f"cli-{tag}"))
+        gate_writes(cluster, "decisions.execute", body, body)
+        wait_for(lambda: ran.exists() and f"cli-{tag}" in ran.read_text(), "the command to run")
+        found, error = read_as(
+            cluster.as_(acls.GATE),
+            cluster.base.topic("outcomes"),
+            until=lambda m: orjson.loads(m.value())["decision_id"] == f"cli-{tag}",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert error is None
+    outcome = orjson.loads(found[-1].value())
+    assert outcome["decision_id"] == f"cli-{tag}"
+    assert keys.PublicKeys.from_pem_files([Path(f"{executor_key}.pub")]).verify(outcome) is None
+    assert [line for line in ran.read_text().splitlines() if tag in line] == [
+        f"cli-{tag} 3 checkout-api"
+    ]
+    lines = [line for line in stdout.splitlines() if f"cli-{tag}" in line]
+    assert [line.split()[1] for line in lines] == ["executed", "duplicate"]
