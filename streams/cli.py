@@ -296,7 +296,7 @@ def history_import(ctx: click.Context, source: str) -> None:
     callback=lambda _ctx, _param, value: _finite("--rate", value),
     default=5.0,
     show_default=True,
-    help="Proposals per second.",
+    help="Speed of the story: 5 is real time, 10 twice as fast.",
 )
 @click.option(
     "--count",

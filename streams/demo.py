@@ -1,26 +1,32 @@
-"""``escalation demo``: a local Apache Kafka, a worker, sample history, live decisions.
+"""``escalation demo``: a local Apache Kafka, a worker, the console, and a story.
 
-Everything it starts, it stops on Ctrl-C (the broker is started with a parent-death
-signal, the worker is our child process).
+The sample stream follows :mod:`streams.story`, so that every level keeps happening
+(autonomous fixes, a storm the velocity guard holds and then lets go, approvals that
+wait in the console, one that times out and pages, an abort). The terminal says what
+is waiting and where to answer; client-library logs go to ``DATA_DIR/demo/demo.log``,
+the worker's and console's to their own files. Everything it starts, it stops on
+Ctrl-C (the broker is started with a parent-death signal, the worker and console are
+our child processes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from streams import samples
+from streams import samples, story
+from streams.errors import EscalationError
 from streams.models import encode
 from streams.settings import Settings
 from streams.state.records import history_updates
@@ -112,15 +118,27 @@ def start_worker(
 
 
 def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
-    """Start what is missing, seed, publish at ``rate``/s, show decisions until Ctrl-C."""
-    from confluent_kafka import Consumer  # noqa: PLC0415
+    """Start what is missing (broker, worker, console), seed, play the story, show it.
+
+    ``rate`` sets the story's speed: 5 is real time, 10 twice as fast. With ``count``,
+    stop once that many decisions have been read.
+    """
     from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+
+    from streams.console.feed import Feed  # noqa: PLC0415
+    from streams.console.publish import Publisher, console_signer  # noqa: PLC0415
+    from streams.console.view import ConsoleView  # noqa: PLC0415
+    from streams.kafka.admin import create_topics  # noqa: PLC0415
 
     console = Console()
+    logs = _quiet(settings.data_dir / "demo")
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="escalation-demo-")))
+        # Run last (after the children stopped): their logs outlive the temporary directory.
+        stack.callback(_keep, work / "worker" / "worker.log", logs)
+        stack.callback(_keep, work / "console" / "console.log", logs)
+        dev = settings.model_copy(update={"dev": True, "data_dir": work})
         bootstrap = settings.bootstrap_servers
         if not bootstrap:
             from streams.kafka.launcher import LocalKafka  # noqa: PLC0415
@@ -130,87 +148,204 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
             stack.enter_context(kafka)
             bootstrap = kafka.bootstrap_servers
         console.print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-        from streams.kafka.admin import create_topics  # noqa: PLC0415
-
         create_topics(settings, bootstrap)
-        worker = start_worker(settings, bootstrap, work / "worker")
+        policy = work / "demo-policy.yaml"
+        policy.write_text(story.demo_policy(settings.policy_file.read_text(encoding="utf-8")))
+        worker = start_worker(
+            settings, bootstrap, work / "worker", ESCALATION_DEV="1",
+            ESCALATION_POLICY_FILE=str(policy),
+        )  # fmt: skip
         stack.callback(_stop, worker)
-        console.print(f"worker pid {worker.pid}; metrics on :{settings.metrics_port}/metrics")
+        password = secrets.token_urlsafe(9)
+        ui, url = start_console(settings, bootstrap, work / "console", policy, password)
+        stack.callback(_stop, ui)
+        console.print(f"worker pid {worker.pid}, console pid {ui.pid}; logs in {logs}")
         now = dt.datetime.now(tz=dt.UTC)
         seed(settings, bootstrap, now)
         console.print("waiting for the worker to fold the seeded history ...")
         wait_for_state(work / "worker" / "metrics.port", worker, now)
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"demo-{os.getpid()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        stack.callback(consumer.close)
-        consumer.subscribe(
-            [settings.topic(f"decisions.{r}") for r in ("execute", "approve", "assist", "manual")]
-        )
+        view = ConsoleView()
+        lock = threading.Lock()
+        feed = Feed(settings, bootstrap, view, lock).start()
+        stack.callback(feed.stop)
+        publisher = Publisher(dev, bootstrap, console_signer(dev))
         producer = _producer(bootstrap)
-        by_level: Counter[int] = Counter()
-        recent: list[dict[str, Any]] = []
-        sent = 0
+        beats = story.cycle()
+        speed = rate / 5.0
         started = time.monotonic()
-        total = count if count is not None else 10**12
+        played = 0.0
+        sent = 0
+        aborted: set[str] = set()
+        next_abort = story.ABORT[0]
+        signin = f"sign in as [bold]alice[/] / [bold]{password}[/]"
 
-        def render() -> Table:
-            table = Table(
-                title=f"Escalation Gate demo: {sent} sent, "
-                f"{sum(by_level.values())} decided  (Ctrl-C stops)"
-            )
-            for col in ("level", "route", "service", "pattern", "rule", "triggers"):
-                table.add_column(col)
-            for d in recent[-15:]:
-                lvl = d["level"]
-                table.add_row(
-                    f"[{LEVEL_STYLE[lvl]}]{lvl} {d['level_name']}[/]",
-                    d["route"],
-                    d["proposal"]["action"]["target"]["service"],
-                    d["proposal"]["pattern"],
-                    d["deciding_rule"],
-                    ",".join(d["triggers"]) or "-",
-                )
-            table.caption = "  ".join(f"L{k}: {by_level[k]}" for k in range(5))
-            return table
-
-        stream = iter(samples.stream(min(10**6, total), start=now))
-        with Live(render(), console=console, refresh_per_second=4) as live:
+        with Live(console=console, refresh_per_second=2, screen=False) as live:
             while True:
-                due = int((time.monotonic() - started) * rate) - sent
-                for _ in range(max(0, due)):
-                    item = next(stream, None)
-                    if item is None:
-                        break
-                    _scenario, proposal = item
+                clock = (time.monotonic() - started) * speed
+                for number, beat in story.due(beats, played, clock):
+                    proposal = samples.proposal(
+                        BY_NAME[beat.scenario], sent, at=dt.datetime.now(tz=dt.UTC),
+                        tag=f"demo{number}-",
+                    )  # fmt: skip
                     producer.produce(
                         settings.topic("proposals"),
                         key=proposal.action.target.service.encode(),
                         value=encode(proposal),
                     )
                     sent += 1
+                if clock >= next_abort:
+                    next_abort += story.CYCLE
+                    _scripted_abort(view, lock, publisher, aborted)
+                played = clock
                 producer.poll(0)
-                message = consumer.poll(0.1)
-                if message is not None and not message.error():
-                    decision = orjson.loads(message.value() or b"{}")
-                    by_level[decision["level"]] += 1
-                    recent.append(decision)
-                    del recent[:-50]
-                    live.update(render())
-                if worker.poll() is not None:
-                    console.print(
-                        f"[red]worker exited with {worker.returncode}; see "
-                        f"{work / 'worker' / 'worker.log'}[/]"
+                with lock:
+                    live.update(_screen(view, url, signin, sent, time.time()))
+                    decided = sum(1 for i in view.items.values() if i.level is not None)
+                if worker.poll() is not None or ui.poll() is not None:
+                    which, log = (
+                        ("worker", work / "worker" / "worker.log")
+                        if worker.poll() is not None
+                        else ("console", work / "console" / "console.log")
                     )
+                    console.print(f"[red]the {which} stopped; its log: {log}[/]")
+                    _keep(log, logs)
                     return
-                if count is not None and sum(by_level.values()) >= count:
-                    live.update(render())
+                if count is not None and decided >= count:
                     return
+                threading.Event().wait(0.25)
+
+
+BY_NAME = {s.name: s for s in samples.SCENARIOS}
+SHORT = {0: "manual", 1: "assist", 2: "approve", 3: "abortable", 4: "autonomous"}
+
+
+def _quiet(logs: Path) -> Path:
+    """Client-library warnings (librdkafka, Faust, Python) to a file, not the screen."""
+    import logging  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "demo.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    return logs
+
+
+def _keep(log: Path, logs: Path) -> None:
+    with suppress(OSError):
+        (logs / log.name).write_bytes(log.read_bytes())
+
+
+def start_console(
+    settings: Settings, bootstrap: str, data_dir: Path, policy: Path, password: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``escalation console`` as a child process, with a demo account ``alice``."""
+    from streams.console.auth import add_user  # noqa: PLC0415
+    from streams.testing import wait_until  # noqa: PLC0415
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    accounts = data_dir / "accounts"
+    add_user(accounts, "alice", password, replace=True)
+    add_user(accounts, "bob", password, replace=True)
+    for port in (settings.console_port, 0):
+        port_file = data_dir / "console.port"
+        port_file.unlink(missing_ok=True)
+        environment = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ESCALATION_TOPIC_PREFIX": settings.topic_prefix,
+            "ESCALATION_DATA_DIR": str(data_dir),
+            "ESCALATION_DEV": "1",
+            "ESCALATION_POLICY_FILE": str(policy),
+            "ESCALATION_CONSOLE_ACCOUNTS_FILE": str(accounts),
+        }
+        with (data_dir / "console.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "console", "--addr", settings.console_addr,
+                 "--port", str(port), "--port-file", str(port_file)],
+                env=environment, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        started = partial(_listening, port_file, process)
+        wait_until(started, timeout=60)
+        if port_file.exists():
+            return process, f"http://{settings.console_addr}:{port_file.read_text().strip()}"
+        _stop(process)  # the port is taken: take any free one
+    raise EscalationError(f"the console did not start; see {data_dir / 'console.log'}")
+
+
+def _listening(port_file: Path, process: subprocess.Popen[bytes]) -> bool:
+    return port_file.exists() or process.poll() is not None
+
+
+def _scripted_abort(view: Any, lock: threading.Lock, publisher: Any, aborted: set[str]) -> None:
+    """bob aborts the newest execution of the story's abort scenario still in its window."""
+    from streams.console.publish import build_answer  # noqa: PLC0415
+
+    scenario = BY_NAME[story.ABORT[1]]
+    now = time.time()
+    with lock:
+        candidates = [
+            i for i in view.waiting(now)
+            if i.level == 3 and i.service == scenario.service and i.decision_id not in aborted
+        ]  # fmt: skip
+    if not candidates:
+        return
+    target = max(candidates, key=lambda i: i.decided_at)
+    aborted.add(target.decision_id)
+    answer = build_answer(
+        "abort", target.decision_id, "bob", now=dt.datetime.now(tz=dt.UTC),
+        reason="demo: bob saw the scale-up was not needed",
+    )  # fmt: skip
+    publisher.answer(answer)
+
+
+def _screen(view: Any, url: str, signin: str, sent: int, now: float) -> Any:
+    """The terminal view: where to answer, what is waiting, what the gate did."""
+    from rich.console import Group  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    waiting = view.waiting(now)
+    approvals = [i for i in waiting if i.level == 2]
+    windows = [i for i in waiting if i.level == 3]
+    paged = sum(1 for i in approvals if i.escalations)
+    levels = Counter(i.level for i in view.items.values() if i.level is not None)
+    trips = sum(view.trends.velocity_trips.values())
+    header = Text.from_markup(
+        f"[bold]Escalation Gate demo[/]  console: [bold underline]{url}/waiting[/]  {signin}\n"
+        f"Waiting for you: [bold cyan]{len(approvals)} approval(s)[/]"
+        f" ({paged} already paged on-call), [bold green]{len(windows)} abort window(s)[/]"
+    )
+    if waiting:
+        first = waiting[0]
+        left = (first.deadline() or now) - now
+        when = f"in {left:.0f}s" if left >= 0 else f"overdue by {-left:.0f}s"
+        header.append_text(Text.from_markup(
+            f"\nsoonest: [bold]{first.service}[/] {first.action_type} (Level {first.level}) "
+            f"{when}: answer at {url}/decisions/{first.decision_id}"
+        ))  # fmt: skip
+    header.append_text(Text.from_markup(
+        f"\n{sent} proposals sent; velocity guard held {trips} at Level 2; "
+        f"on-call pages {sum(view.trends.timeouts.values())}; Ctrl-C stops everything"
+    ))  # fmt: skip
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("level", "service", "action", "rule", "status"):
+        table.add_column(column)
+    for item in view.feed(limit=12):
+        lvl = item.level or 0
+        table.add_row(
+            f"[{LEVEL_STYLE[lvl]}]L{lvl} {SHORT[lvl]}[/]",
+            item.service,
+            item.action_type,
+            item.rule,
+            item.state() + (f" (paged {item.escalations})" if item.escalations else ""),
+        )
+    table.caption = "  ".join(f"L{k}: {levels[k]}" for k in range(5))
+    return Group(header, table)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -134,6 +134,16 @@ class Item:
         value: list[dict[str, Any]] = orjson.loads(self.conditions_json)
         return value
 
+    def state(self) -> str:
+        """What happened to it, in words (the feed's status column)."""
+        if self.status == "open":
+            return "waiting for approval" if self.level == 2 else "abort window open"
+        if self.status in {"decided", "window closed"}:
+            if self.executed:
+                return "executed"
+            return {0: "manual", 1: "advice only"}.get(self.level or 0, self.status)
+        return self.status
+
     def composite_confidence(self) -> float | None:
         model, heuristic = self.confidence.get("model"), self.confidence.get("heuristic")
         if not isinstance(model, int | float):
