@@ -88,6 +88,7 @@ def _explain_table(decision: Any) -> None:
     console.print(
         f"triggers: {', '.join(decision.triggers) or 'none'}   "
         f"change record required: {'yes' if decision.change_record_required else 'no'}   "
+        f"approvers required: {decision.approvals_required}   "
         f"policy v{decision.policy_version} ({decision.policy_digest[:12]})"
     )
     table = Table(show_lines=False)
@@ -138,7 +139,7 @@ def explain(
         out = decision.model_dump(mode="json", include={
             "decision_id", "proposal_id", "level", "level_name", "route", "deciding_rule",
             "triggers", "change_record_required", "conditions", "policy_version",
-            "policy_digest", "abort_window_ends_at", "approval_timeout_at",
+            "policy_digest", "abort_window_ends_at", "approval_timeout_at", "approvals_required",
         })  # fmt: skip
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from streams.handlers.effects import AuditDraft, Count, Effects, Origin, Send
 from streams.handlers.oncall import page, resolve
@@ -98,14 +98,28 @@ def on_answer(
             metrics=(Count("answers_refused", (verdict.reason,)),),
         )
     new = verdict.entry
+    data: dict[str, Any] = {
+        **base,
+        "false_positive": answer.false_positive,
+        "reason": answer.reason,
+    }
+    audit_kind: AuditKind = ACCEPTED_KINDS[answer.kind]
+    event_id = f"{answer.decision_id}:{answer.kind}"
+    if "approvals_required" in new:
+        # The two-person rule: who approved so far, of how many (the last one settles it).
+        data["approvers"] = [given["user"] for given in new.get("approvals", [])]
+        data["approvals_required"] = new["approvals_required"]
+        if verdict.reason == "approval_recorded":
+            audit_kind = "approval_recorded"
+            event_id = f"{answer.decision_id}:approve:{answer.user}"
     accepted = AuditDraft(
-        ACCEPTED_KINDS[answer.kind],
-        event_id=f"{answer.decision_id}:{answer.kind}",
+        audit_kind,
+        event_id=event_id,
         at=now,
         actor=answer.user,
         decision_id=answer.decision_id,
         proposal_id=new["proposal_id"],
-        data={**base, "false_positive": answer.false_positive, "reason": answer.reason},
+        data=data,
         fields={"service": new["service"], "pattern": new["pattern"], "kind": answer.kind},
     )
     effects = Effects(

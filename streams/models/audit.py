@@ -17,6 +17,7 @@ AuditKind = Literal[
     # event, ``data.approval``); kept so that their trails still decode and verify.
     "approval_requested",
     "approval_accepted",
+    "approval_recorded",  # one of several approvals a quorum needs (the decision stays open)
     "rejection",
     "answer_refused",
     "execute_command",

@@ -60,6 +60,8 @@ class Decision(WireModel):
     decided_at: Instant
     abort_window_ends_at: Instant | None = None
     approval_timeout_at: Instant | None = None
+    #: How many different people must approve (the policy's ``approval.quorums``).
+    approvals_required: Annotated[int, Field(ge=1, le=10, strict=True)] = 1
     notify_humans: Bool
     proposal: Proposal
     context: Context

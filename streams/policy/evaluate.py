@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streams.models.decision import LEVEL_NAMES, ROUTES, Condition, Decision, Trigger
+from streams.policy.model import QUORUM_BOUNDS
 
 if TYPE_CHECKING:
     from streams.models.context import Context
     from streams.models.proposal import Proposal
-    from streams.policy.model import ActionAuthorisation, Policy
+    from streams.policy.model import ActionAuthorisation, Policy, Quorum
 
 _DAY_SECONDS = 86_400.0
 _ZERO = dt.timedelta(0)
@@ -37,6 +38,7 @@ R4 = "level4_autonomous"
 R3 = "level3_conditional"
 RV = "velocity_guard"
 RR = "policy_review"
+RQ = "approval_quorum"
 
 Row = tuple[str, str, Any, str, Any, bool]
 
@@ -155,6 +157,29 @@ def _authorised_rows(
         )
         rows.append((R4, f"parameters.{parameter}", value, "in", [0, limit], within))
     return rows
+
+
+def _quorum_rows(
+    quorums: tuple[Quorum, ...], *, level: int, frameworks: list[str], blast: Any
+) -> tuple[list[Row], int]:
+    """The condition rows of the policy's quorums, and the approvers a decision needs."""
+    rows: list[Row] = []
+    required = 1
+    for quorum in quorums:
+        name = quorum.name
+        checks: list[Row] = []
+        if quorum.regulated:
+            checks.append((RQ, f"{name}.regulated", frameworks, "non-empty", [], bool(frameworks)))
+        for bound in QUORUM_BOUNDS:
+            limit = getattr(quorum, bound)
+            if limit is not None:
+                field = bound.removesuffix("_above")
+                observed = getattr(blast, field)
+                checks.append((RQ, f"{name}.{field}", observed, ">", limit, observed > limit))
+        rows += checks
+        if level == 2 and any(row[5] for row in checks):
+            required = max(required, quorum.approvers)
+    return rows, required
 
 
 def evaluate(
@@ -326,6 +351,12 @@ def evaluate(
     if level >= 3 and overdue:
         level, rule = 2, "policy_review_overdue"
 
+    # The two-person rule: the largest quorum that applies to a Level 2 decision sets
+    # how many different people must approve it.
+    quorum_rows, approvals_required = _quorum_rows(
+        policy.approval.quorums, level=level, frameworks=frameworks, blast=blast
+    )
+
     rows: list[Row] = [
         (R0, "ai_system_untrusted", ai_system, "not in", list(plan.trusted_list), untrusted),
         (R1, "composite_confidence", confidence, "<", a.min_confidence, assist_confidence),
@@ -387,6 +418,7 @@ def evaluate(
         ),
         (RV, "recent_autonomous_fleet", recent.fleet, ">=", v.max_fleet, too_fast_fleet),
         (RR, "review_overdue", today.isoformat(), ">", plan.next_review_text, overdue),
+        *quorum_rows,
     ]
     conditions: list[Condition] = [
         {
@@ -428,6 +460,7 @@ def evaluate(
             "decided_at": now,
             "abort_window_ends_at": now + plan.abort_window if level == 3 else None,
             "approval_timeout_at": now + plan.approval_timeout if level == 2 else None,
+            "approvals_required": approvals_required,
             "notify_humans": level != 4,
             "proposal": proposal,
             "context": context,

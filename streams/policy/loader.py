@@ -142,6 +142,23 @@ def _contradictions(policy: Policy) -> list[tuple[Path_, str]]:
             ("approval", "approvers", index),
             f"{approver!r} is a trusted AI system; an AI system may never approve",
         )
+    names: set[str] = set()
+    for index, quorum in enumerate(policy.approval.quorums):
+        at: Path_ = ("approval", "quorums", index)
+        check(
+            quorum.approvers <= len(set(policy.approval.approvers)),
+            (*at, "approvers"),
+            f"needs {quorum.approvers} different approvers but approval.approvers lists "
+            f"{len(set(policy.approval.approvers))}: such a decision could never be approved",
+        )
+        check(
+            bool(quorum.conditions()),
+            at,
+            f"quorum {quorum.name!r} sets no condition (regulated, replica_fraction_above, "
+            "traffic_fraction_above, services_above, namespaces_above): it would never apply",
+        )
+        check(quorum.name not in names, (*at, "name"), f"{quorum.name!r} is used twice")
+        names.add(quorum.name)
     problems += _oncall_problems(policy)
     return problems
 

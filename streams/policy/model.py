@@ -98,6 +98,38 @@ class Regulated(PolicyModel):
     namespaces: dict[Name, tuple[Name, ...]] = Field(default_factory=dict)
 
 
+#: The blast-radius bounds a quorum may set (``blast_radius.<name without _above>``).
+QUORUM_BOUNDS = (
+    "replica_fraction_above",
+    "traffic_fraction_above",
+    "services_above",
+    "namespaces_above",
+)
+
+
+class Quorum(PolicyModel):
+    """The two-person rule: a class of Level 2 decisions needs ``approvers`` different
+    people to approve; one rejection rejects.
+
+    The quorum applies when ANY of its conditions holds: a regulated framework in
+    scope, or a blast radius above one of its bounds. The largest applying quorum wins.
+    """
+
+    name: Name
+    approvers: Annotated[StrictInt, Field(ge=2, le=10)]
+    regulated: StrictBool = False
+    replica_fraction_above: Fraction | None = None
+    traffic_fraction_above: Fraction | None = None
+    services_above: Annotated[StrictInt, Field(ge=1)] | None = None
+    namespaces_above: Annotated[StrictInt, Field(ge=1)] | None = None
+
+    def conditions(self) -> tuple[str, ...]:
+        """The conditions this quorum sets (a quorum with none never applies)."""
+        return (("regulated",) if self.regulated else ()) + tuple(
+            name for name in QUORUM_BOUNDS if getattr(self, name) is not None
+        )
+
+
 class Approval(PolicyModel):
     """Level 2: who may approve, how long to wait, whom to page."""
 
@@ -106,6 +138,7 @@ class Approval(PolicyModel):
     max_escalations: Annotated[StrictInt, Field(ge=1, le=100)] = 3
     oncall: tuple[Name, ...] = ()
     answer_max_age_seconds: Seconds = 900
+    quorums: tuple[Quorum, ...] = ()
 
 
 class OncallTarget(PolicyModel):

@@ -62,6 +62,9 @@ def open_entry(decision: dict[str, Any], policy: Policy) -> Entry:
         "max_escalations": policy.approval.max_escalations,
         "timeout_seconds": policy.approval.timeout_seconds,
     }
+    if int(decision.get("approvals_required") or 1) > 1:
+        entry["approvals_required"] = int(decision["approvals_required"])
+        entry["approvals"] = []
     if decision.get("approval_timeout_at"):
         entry["timeout_at"] = _epoch(decision["approval_timeout_at"])
     if decision.get("abort_window_ends_at"):
@@ -120,6 +123,11 @@ def judge_answer(
             return _refuse("not_awaiting_approval", remembered)
         if entry["change_record_required"] and not answer.change_record:
             return _refuse("change_record_missing", remembered)
+        required = entry.get("approvals_required", 1)
+        if required > 1:
+            return _count_approval(
+                entry, answer, remembered=remembered, answered=answered, now=now, required=required
+            )
         answered["status"] = "approved"
         answered["change_record"] = answer.change_record
         return Judgement(True, "approved", answered, ("execute",))
@@ -136,6 +144,39 @@ def judge_answer(
         return _refuse("abort_window_closed", remembered)
     answered["status"] = "aborted"
     return Judgement(True, "aborted", answered, ("abort",))
+
+
+def _count_approval(
+    entry: Entry,
+    answer: ApprovalResponse,
+    *,
+    remembered: Entry,
+    answered: Entry,
+    now: dt.datetime,
+    required: int,
+) -> Judgement:
+    """One approval of a decision that needs ``required`` different people.
+
+    It is recorded and the decision stays open until the last one; the same person
+    twice is refused, and every approver must name the first approver's change record.
+    """
+    approvals = list(entry.get("approvals", []))
+    if any(given["user"] == answer.user for given in approvals):
+        return _refuse("already_approved_by_this_person", remembered)
+    first = next((given["change_record"] for given in approvals if given["change_record"]), None)
+    if entry["change_record_required"] and first is not None and answer.change_record != first:
+        return _refuse("change_record_mismatch", remembered)
+    approvals.append(
+        {"user": answer.user, "at": now.timestamp(), "change_record": answer.change_record}
+    )
+    if len(approvals) < required:
+        recorded = remembered.copy()
+        recorded["approvals"] = approvals
+        return Judgement(True, "approval_recorded", recorded)
+    answered["approvals"] = approvals
+    answered["status"] = "approved"
+    answered["change_record"] = first or answer.change_record
+    return Judgement(True, "approved", answered, ("execute",))
 
 
 def due_escalation(entry: Entry | None, now: dt.datetime) -> Entry | None:

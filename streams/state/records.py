@@ -154,6 +154,14 @@ def history_updates(record: HistoryRecord) -> tuple[StateUpdate, StateUpdate]:
     )
 
 
+class Approver(TypedDict):
+    """One of the approvals a Level 2 decision with a quorum has gathered."""
+
+    user: str
+    at: float
+    change_record: str | None
+
+
 class PendingEntry(TypedDict):
     """A Level 2 decision waiting for a human, or a Level 3 one inside its abort window."""
 
@@ -180,6 +188,8 @@ class PendingEntry(TypedDict):
     answered_at: NotRequired[float]
     change_record: NotRequired[str | None]
     false_positive: NotRequired[bool]
+    approvals_required: NotRequired[int]  # different approvers needed (default 1)
+    approvals: NotRequired[list[Approver]]  # gathered so far, in order
 
 
 class LifecycleRecord(TypedDict):

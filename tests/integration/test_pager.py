@@ -12,15 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from alertmanager import LocalAlertmanager
 from confluent_kafka import Producer
+from harness import DecisionReader, Feed, Worker
 from pagerduty_standin import PagerDutyStandIn
 
+from streams import samples
 from streams.kafka.admin import producer_config
 from streams.models import OncallEscalation, OncallResolution, encode
 from streams.oncall.metrics import PagerMetrics
@@ -348,3 +350,65 @@ def test_a_refused_event_and_an_invalid_record_do_not_stop_later_pages(
         )
         # Alertmanager took the refused one's alert all the same.
         assert len(active(alertmanager, refused)) == 1
+
+
+# ------------------------------------------------------------------ with the gate
+
+
+@pytest.fixture
+def gate(start_worker: Callable[..., Worker], settings: Settings) -> tuple[Worker, Feed]:
+    """A gate worker with the fast test policy (approval timeout 3 s, the default chain)."""
+    worker = start_worker()
+    feed = Feed(settings)
+    feed.seed_samples(worker)
+    return worker, feed
+
+
+def test_a_timed_out_approval_walks_the_chain_in_alertmanager_and_resolves_after_the_answer(
+    settings: Settings, gate: tuple[Worker, Feed], alertmanager: LocalAlertmanager,
+    pagerduty: PagerDutyStandIn,
+) -> None:  # fmt: skip
+    """Level 2, no answer: escalation 1 pages the primary, 2 the secondary (each an
+    alert routed to its own receiver); an approval then resolves every alert and
+    incident."""
+    worker, feed = gate
+    scenario = next(s for s in samples.SCENARIOS if s.name == "cert-second")
+    proposal = samples.proposal(scenario, 1, at=dt.datetime.now(tz=dt.UTC), tag="pg-")
+    with running_pager(settings, alertmanager, pagerduty) as pager:
+        feed.proposals([proposal])
+        with DecisionReader(settings) as reader:
+            decision = reader.wait_for([proposal.proposal_id])[proposal.proposal_id]
+        assert decision["level"] == 2
+        decision_id = decision["decision_id"]
+
+        def by_number() -> dict[str, str]:
+            return {
+                a["labels"]["escalation_number"]: a["labels"]["escalation"]
+                for a in active(alertmanager, decision_id)
+            }
+
+        assert wait_until(lambda: len(by_number()) >= 2, timeout=WAIT), worker.log_tail()
+        assert {k: v for k, v in by_number().items() if k in {"1", "2"}} == {
+            "1": "sre-oncall-primary",
+            "2": "sre-oncall-secondary",
+        }
+        assert all(a["labels"]["level"] == "2" for a in active(alertmanager, decision_id))
+        for target in ("sre-oncall-primary", "sre-oncall-secondary"):
+            assert wait_until(
+                lambda t=target: alertmanager.webhooks.notified(t, decision_id, "firing"),
+                timeout=WAIT,
+            )
+        feed.answer("approve", decision_id, "alice")
+
+        assert wait_until(lambda: active(alertmanager, decision_id) == [], timeout=WAIT)
+        paged = [e["dedup_key"] for e in pagerduty.events_for(decision_id)
+                 if e["event_action"] == "trigger"]  # fmt: skip
+        assert len(paged) >= 2
+        for key in paged:
+            assert wait_until(lambda k=key: pagerduty.status(k) == "resolved", timeout=WAIT)
+        for target in ("sre-oncall-primary", "sre-oncall-secondary"):
+            assert wait_until(
+                lambda t=target: alertmanager.webhooks.notified(t, decision_id, "resolved"),
+                timeout=WAIT,
+            )
+        assert pager.metric("escalation_pager_records_total", type="resolved") == 1

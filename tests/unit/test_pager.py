@@ -5,18 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from streams.cli import main
 from streams.errors import InputError
 from streams.models import OncallEscalation, OncallResolution, encode
 from streams.oncall import pages
 from streams.oncall.pages import Book, PagerConfig, PagerDutyEvent, PostAlerts
 
-ESCALATION = str(Path(sys.executable).with_name("escalation"))
 T0 = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
 CONFIG = PagerConfig(
     console_url="https://gate.example.com/",
@@ -352,27 +351,50 @@ def test_the_rules_import_no_http_client_kafka_client_or_metrics() -> None:
         assert orjson.loads(result.stdout) == expected
 
 
-def test_the_pager_command_refuses_settings_that_page_nobody(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    for extra, field in (
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
         ({}, "ESCALATION_ALERTMANAGER_URL"),
         ({"ESCALATION_ALERTMANAGER_URL": "127.0.0.1:9093"}, "ESCALATION_ALERTMANAGER_URL"),
         (
             {"ESCALATION_PAGERDUTY_ROUTING_KEY": "k" * 32, "ESCALATION_PAGERDUTY_URL": "http://x"},
             "ESCALATION_PAGERDUTY_URL",
         ),
-    ):
-        result = subprocess.run(
-            [ESCALATION, "pager", "--check"],
-            env={**env, **extra}, capture_output=True, text=True, check=False, timeout=60,
-        )  # fmt: skip
-        assert result.returncode == 2, result.stderr
-        (line,) = result.stderr.strip().splitlines()
-        assert field in line
-    ok = subprocess.run(
-        [ESCALATION, "pager", "--check"],
-        env={**env, "ESCALATION_ALERTMANAGER_URL": "http://127.0.0.1:9093"},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert ok.returncode == 0, ok.stderr
-    assert "alertmanager: http://127.0.0.1:9093" in ok.stdout
+        (
+            {"ESCALATION_PAGERDUTY_ROUTING_KEY": "k" * 32, "ESCALATION_PAGERDUTY_CA_FILE": "/nope"},
+            "ESCALATION_PAGERDUTY_CA_FILE",
+        ),
+    ],
+)
+def test_the_pager_command_refuses_settings_that_cannot_page_in_one_line(
+    env: dict[str, str], field: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    for name in ("ESCALATION_ALERTMANAGER_URL", "ESCALATION_PAGERDUTY_ROUTING_KEY",
+                 "ESCALATION_PAGERDUTY_ROUTING_KEYS", "ESCALATION_PAGERDUTY_URL",
+                 "ESCALATION_PAGERDUTY_CA_FILE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["pager", "--check"])
+
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"escalation: error: {field}: ")
+
+
+def test_the_pager_command_checks_and_prints_what_it_pages(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ESCALATION_ALERTMANAGER_URL", "http://127.0.0.1:9093")
+    monkeypatch.setenv("ESCALATION_PAGERDUTY_ROUTING_KEYS", '{"sre-manager": "secret-key"}')
+    monkeypatch.delenv("ESCALATION_PAGERDUTY_ROUTING_KEY", raising=False)
+
+    main(["pager", "--check"])
+
+    out = capsys.readouterr().out
+    assert "alertmanager: http://127.0.0.1:9093" in out
+    assert "own routing keys: sre-manager; others: nothing" in out
+    assert "secret-key" not in out
