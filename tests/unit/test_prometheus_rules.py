@@ -19,6 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from streams.metrics import Metrics
+from streams.oncall.metrics import PagerMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = DEPLOY / "rules.yml"
@@ -100,6 +101,11 @@ def test_the_articles_false_positive_alert(rules: list[dict[str, Any]]) -> None:
         ("EscalationGateDeadLetters", "rate(escalation_dead_letters_total[5m]) > 0"),
         ("EscalationOncallEscalations", "increase(escalation_oncall_escalations_total[15m]) > 0"),
         ("EscalationGateDown", 'up{job="escalation-gate"} == 0'),
+        ("EscalationPagerNotPaging", "escalation_pager_ready == 0"),
+        (
+            "EscalationPagerDeliveriesFailing",
+            'increase(escalation_pager_deliveries_total{result!="ok"}[15m]) > 0',
+        ),
     ],
 )
 def test_operational_alerts(rules: list[dict[str, Any]], name: str, expr: str) -> None:
@@ -120,6 +126,7 @@ def test_every_metric_the_rules_use_is_one_the_gate_exports(
 ) -> None:
     registry = CollectorRegistry()
     Metrics(registry)
+    PagerMetrics(registry)
     exported = set()
     for family in registry.collect():
         exported |= {sample.name for sample in family.samples}
