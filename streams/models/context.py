@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, JsonValue, model_validator
 
-from streams.models.base import Bool, Count, Fraction, Instant, WireModel
+from streams.models.base import Bool, Count, Fraction, Id, Instant, StrictFloat, WireModel
 
 
 class History(WireModel):
@@ -31,6 +31,21 @@ class RecentAutonomous(WireModel):
     fleet: Count = 0
 
 
+class SignatureNovelty(WireModel):
+    """What the gate knew of a proposal's signature (streams/policy/similarity.py).
+
+    ``seen``: the exact signature has history; ``similar``: the nearest known one is
+    within ``max_distance`` (at most Level 2); ``novel``: nothing that near (Level 1).
+    ``nearest`` names that signature, ``differs`` its fields that differ.
+    """
+
+    kind: Literal["seen", "similar", "novel"]
+    max_distance: Annotated[StrictFloat, Field(ge=0.0, allow_inf_nan=False)]
+    distance: Annotated[StrictFloat, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    differs: tuple[Id, ...] = ()
+    nearest: dict[str, JsonValue] | None = None
+
+
 class Context(WireModel):
     """Everything the evaluator needs beyond the proposal and the policy.
 
@@ -46,3 +61,8 @@ class Context(WireModel):
     requalification_revoked: Bool = False
     recent_autonomous: RecentAutonomous = RecentAutonomous()
     frozen: Bool = False
+    #: The calibrated confidence of the AI system at the reported value (absent: too
+    #: few judged proposals, or not tracked); the composite is never above it.
+    calibrated_confidence: Fraction | None = None
+    #: Near-miss novelty of the proposal's signature (absent: signatures not tracked).
+    novelty: SignatureNovelty | None = None

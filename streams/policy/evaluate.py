@@ -38,6 +38,8 @@ R4 = "level4_autonomous"
 R3 = "level3_conditional"
 RV = "velocity_guard"
 RR = "policy_review"
+RS = "similarity_guard"
+RC = "calibration"
 RQ = "approval_quorum"
 
 Row = tuple[str, str, Any, str, Any, bool]
@@ -197,7 +199,10 @@ def evaluate(
     blast = proposal.blast_radius
     history = context.history
     seen = history.seen
-    confidence = proposal.confidence.composite
+    reported = proposal.confidence.composite
+    # Calibrated confidence (streams/policy/calibration.py) only ever lowers it.
+    calibrated = context.calibrated_confidence
+    confidence = reported if calibrated is None or calibrated >= reported else calibrated
     budget = context.error_budget_remaining
     fp_rate = context.ai_false_positive_rate_7d
     # The verdict uses the exact ratio; the record shows it rounded for people.
@@ -213,7 +218,11 @@ def evaluate(
     # 4, which demands a human for them.
     assist_confidence = confidence < a.min_confidence
     assist_fp = fp_rate is not None and fp_rate > a.max_false_positive_rate
-    novel = seen == 0
+    # Near misses (streams/policy/similarity.py): a similar signature is not novel but
+    # cannot reach Level 3 or 4; a signature with nothing near it is novel.
+    signature = context.novelty
+    similar = signature is not None and signature.kind == "similar"
+    novel = (seen == 0 and not similar) or (signature is not None and signature.kind == "novel")
     assist_budget = budget is not None and budget < a.min_error_budget
     frozen = context.frozen
     assist = assist_confidence or assist_fp or novel or assist_budget or frozen
@@ -348,6 +357,8 @@ def evaluate(
     now = context.now
     today = now.astimezone(dt.UTC).date()
     overdue = today > plan.next_review
+    if level >= 3 and similar:
+        level, rule = 2, RS
     if level >= 3 and overdue:
         level, rule = 2, "policy_review_overdue"
 
@@ -420,6 +431,11 @@ def evaluate(
         (RR, "review_overdue", today.isoformat(), ">", plan.next_review_text, overdue),
         *quorum_rows,
     ]
+    if calibrated is not None:
+        rows.append((RC, "calibrated_confidence", calibrated, "<", reported, calibrated < reported))
+    if signature is not None:
+        shown = signature.model_dump(mode="json")
+        rows.append((RS, "similar_signature", shown, "<=", signature.max_distance, similar))
     conditions: list[Condition] = [
         {
             "rule": rule_name,

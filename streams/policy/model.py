@@ -199,34 +199,6 @@ class CalibrationPolicy(PolicyModel):
     min_samples: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 20
 
 
-class SimilarityWeights(PolicyModel):
-    """How much each field of a signature counts in the distance (streams/policy/similarity.py)."""
-
-    pattern: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 1.0
-    action_type: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 1.0
-    target_kind: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.3
-    namespace: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.1
-    environment: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.3
-    parameters: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.2
-
-
-class SimilarityPolicy(PolicyModel):
-    """Near misses: a known signature within ``max_distance`` makes a proposal *similar*
-    (at most Level 2); nothing that near makes it novel (Level 1)."""
-
-    max_distance: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False, strict=True)] = 0.5
-    weights: SimilarityWeights = SimilarityWeights()
-
-
-class CalibrationPolicy(PolicyModel):
-    """Calibrated confidence (streams/policy/calibration.py): reported confidence is
-    binned, and a bin with at least ``min_samples`` judged proposals replaces the
-    reported value by how often they were right (only ever lowering it)."""
-
-    bins: Annotated[StrictInt, Field(ge=1, le=100)] = 10
-    min_samples: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 20
-
-
 class Velocity(PolicyModel):
     """At most this many autonomous executions per window, per service and fleet-wide."""
 
