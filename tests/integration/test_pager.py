@@ -241,6 +241,12 @@ def test_a_resolution_resolves_every_alert_and_incident_of_the_decision(
             "sre-oncall-primary",
             "sre-oncall-secondary",
         ]
+        for target in ("sre-oncall-primary", "sre-oncall-secondary"):
+            # Alertmanager tells a receiver of a resolution only if it told it of the firing.
+            assert wait_until(
+                lambda t=target: alertmanager.webhooks.notified(t, decision, "firing"),
+                timeout=WAIT,
+            )
         oncall.send(resolution(decision, 2), service="checkout-api")
 
         assert wait_until(lambda: active(alertmanager, decision) == [], timeout=WAIT)
@@ -350,6 +356,29 @@ def test_a_refused_event_and_an_invalid_record_do_not_stop_later_pages(
         )
         # Alertmanager took the refused one's alert all the same.
         assert len(active(alertmanager, refused)) == 1
+
+
+def test_a_failed_verification_is_a_critical_page_at_its_level_for_the_verification_target(
+    settings: Settings, oncall: Oncall, alertmanager: LocalAlertmanager,
+    pagerduty: PagerDutyStandIn,
+) -> None:  # fmt: skip
+    decision = _decision()
+    failed = escalation(
+        decision, 1, "sre-oncall-primary", reason="verification_failed", level=4,
+        escalation_id=f"{decision}:verification", asked=(),
+        summary="verification failed after rolling_restart on checkout-api",
+    )  # fmt: skip
+    with running_pager(settings, alertmanager, pagerduty):
+        oncall.send(failed, service="checkout-api")
+        assert wait_until(lambda: len(active(alertmanager, decision)) == 1, timeout=WAIT)
+        (alert,) = active(alertmanager, decision)
+        assert alert["labels"]["alertname"] == "EscalationVerificationFailed"
+        assert alert["labels"]["level"] == "4"
+        assert "escalation requalify" in alert["annotations"]["description"]
+        assert wait_until(lambda: pagerduty.status(f"{decision}:verification") == "triggered")
+        (event,) = pagerduty.events_for(decision)
+        assert event["payload"]["severity"] == "critical"
+        assert event["payload"]["class"] == "verification_failed"
 
 
 # ------------------------------------------------------------------ with the gate
