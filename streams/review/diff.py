@@ -226,6 +226,12 @@ _SCALARS: tuple[tuple[str, Path_, str, Sense], ...] = (
     ("approval", ("approval", "max_escalations"), "On-call pages per approval", "neutral"),
     (
         "approval",
+        ("oncall", "verification_failed"),
+        "On-call target of a failed verification",
+        "neutral",
+    ),
+    (
+        "approval",
         ("approval", "answer_max_age_seconds"),
         "Oldest signed answer accepted (seconds)",
         "neutral",
@@ -262,11 +268,15 @@ _SETS: tuple[tuple[str, Path_, str, Direction], ...] = (
     ("approval", ("approval", "oncall"), "on-call target", NEUTRAL),
 )
 
+# The on-call chain is ordered: one line naming both orders (paging, not autonomy).
+_CHAIN: Path_ = ("oncall", "chain")
+
 _COVERED: tuple[Path_, ...] = (
     *(path for _, path, _, _ in _SCALARS),
     *(path for _, path, _, _ in _SETS),
     ("regulated",),
     ("thresholds", "autonomous", "actions"),
+    _CHAIN,
 )
 
 
@@ -484,6 +494,21 @@ def _actions(old: Policy, new: Policy) -> list[PolicyChange]:
     return out
 
 
+def _oncall_chain(old: Policy, new: Policy) -> list[PolicyChange]:
+    a = [target.name for target in old.oncall.chain]
+    b = [target.name for target in new.oncall.chain]
+    path = ".".join(_CHAIN)
+    if a == b:
+        if old.oncall.chain == new.oncall.chain:
+            return []
+        before = [target.description for target in old.oncall.chain]
+        after = [target.description for target in new.oncall.chain]
+        text = f"On-call chain descriptions: {before} -> {after}"
+        return [PolicyChange("approval", path, text, before, after, NEUTRAL)]
+    text = f"On-call chain (timeouts page in this order): {' -> '.join(a)} => {' -> '.join(b)}"
+    return [PolicyChange("approval", path, text, a, b, NEUTRAL)]
+
+
 def _leaves(data: Any, path: Path_ = ()) -> dict[Path_, Any]:
     if isinstance(data, Mapping) and data:
         out: dict[Path_, Any] = {}
@@ -530,6 +555,7 @@ def diff_policies(old: Policy, new: Policy) -> PolicyDiff:
         *_sets(a, b),
         *_actions(old, new),
         *_regulated(old, new),
+        *_oncall_chain(old, new),
         *_others(a, b),
     ]
     changes.sort(key=lambda c: _ORDER.index(c.section))  # stable: keeps document order

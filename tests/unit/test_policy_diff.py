@@ -237,6 +237,33 @@ def test_an_identical_policy_has_no_changes(default_policy: Policy) -> None:
             ("oncall: [sre-oncall-primary, sre-oncall-secondary]", "oncall: [sre-oncall-primary]"),
             "On-call target removed: sre-oncall-secondary (neutral)",
         ),
+        (
+            ("    - name: sre-manager\n", "    - name: incident-commander\n"),
+            (
+                "On-call chain (timeouts page in this order): sre-oncall-primary -> "
+                "sre-oncall-secondary -> sre-manager => sre-oncall-primary -> "
+                "sre-oncall-secondary -> incident-commander (neutral)"
+            ),
+        ),
+        (
+            ("description: the SRE engineering manager on duty", "description: the duty manager"),
+            (
+                'On-call chain descriptions: ["the SRE on-call rotation\'s primary", '
+                "\"the SRE on-call rotation's secondary\", 'the SRE engineering manager on duty']"
+                ' -> ["the SRE on-call rotation\'s primary", "the SRE on-call rotation\'s '
+                "secondary\", 'the duty manager'] (neutral)"
+            ),
+        ),
+        (
+            (
+                "  verification_failed: sre-oncall-primary",
+                "  verification_failed: sre-oncall-secondary",
+            ),
+            (
+                "On-call target of a failed verification: sre-oncall-primary -> "
+                "sre-oncall-secondary (neutral)"
+            ),
+        ),
     ],
 )
 def test_a_single_change_is_said_in_words_and_classified(
