@@ -54,10 +54,29 @@ services:
 """
 
 
+QUORUM = """  quorums:
+    - name: two-person-wide-blast
+      approvers: 2
+      replica_fraction_above: 0.5
+"""
+
+
+def quorum_policy(directory: Path) -> Path:
+    """The fast test policy with a two-person rule for more than half of the replicas."""
+    text = FAST_POLICY.read_text()
+    anchor = "  answer_max_age_seconds:"
+    assert text.count(anchor) == 1
+    path = directory / "slack-policy.yaml"
+    path.write_text(text.replace(anchor, QUORUM + anchor))
+    return path
+
+
 class SlackService:
     """``escalation slack`` as a child process, pointed at the stand-in."""
 
-    def __init__(self, settings: Settings, api: slack_api.SlackWebAPI, data_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, api: slack_api.SlackWebAPI, data_dir: Path, policy: Path
+    ) -> None:
         self.settings = settings
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +88,7 @@ class SlackService:
             "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
             "ESCALATION_TOPIC_PREFIX": settings.topic_prefix,
             "ESCALATION_DATA_DIR": str(data_dir),
-            "ESCALATION_POLICY_FILE": str(FAST_POLICY),
+            "ESCALATION_POLICY_FILE": str(policy),
             "ESCALATION_TICK_SECONDS": "0.2",
             "ESCALATION_SLACK_BOT_TOKEN": slack_api.TOKEN,
             "ESCALATION_SLACK_SIGNING_SECRET": slack_api.SIGNING_SECRET,
@@ -124,10 +143,15 @@ class Rig:
     api: slack_api.SlackWebAPI
     slack: slack_api.Slack
 
-    def decide(self, name: str, number: int) -> dict[str, Any]:
+    def decide(
+        self, name: str, number: int, replica_fraction: float | None = None
+    ) -> dict[str, Any]:
         proposal = samples.proposal(
             BY_NAME[name], number, at=dt.datetime.now(tz=dt.UTC), tag="slack-"
         )
+        if replica_fraction is not None:
+            blast = proposal.blast_radius.model_copy(update={"replica_fraction": replica_fraction})
+            proposal = proposal.model_copy(update={"blast_radius": blast})
         self.feed.proposals([proposal])
         with DecisionReader(self.settings) as reader:
             return reader.wait_for([proposal.proposal_id], timeout=90)[proposal.proposal_id]
@@ -224,8 +248,9 @@ def rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     create_topics(settings, kafka_bootstrap)
     api = slack_api.SlackWebAPI(channels={APPROVALS, PAYMENTS}).start()
-    worker = Worker(settings, "w1").start()
-    service = SlackService(settings, api, tmp / "slack")
+    policy = quorum_policy(tmp)
+    worker = Worker(settings, "w1", policy_file=policy).start()
+    service = SlackService(settings, api, tmp / "slack", policy)
     try:
         worker.wait_ready()
         feed = Feed(settings)
@@ -371,3 +396,29 @@ def test_a_level_4_decision_posts_nothing(rig: Rig) -> None:
     # ... and posted nothing about it.
     posted = [orjson.dumps(c.args.get("blocks")) for c in rig.api.calls_of("chat.postMessage")]
     assert not any(decision_id_for(proposal).encode() in b for b in posted)
+
+
+def test_two_different_people_must_approve_when_the_policy_says_so(rig: Rig) -> None:
+    decision = rig.decide("wide-blast", 7, replica_fraction=0.6)
+    assert decision["approvals_required"] == 2
+    channel, ts = rig.posted(decision)
+    rig.wait_message(decision, "Needs *2 different approvers*: 0 of 2 so far")
+    rig.slack.click(ALICE, channel, ts, blocks.APPROVE)
+    recorded = rig.audit(decision["decision_id"], "approval_recorded")
+    assert (recorded["actor"], recorded["data"]["approvers"]) == ("alice", ["alice"])
+    rig.wait_message(decision, "1 of 2 so far (alice at")
+    assert set(slack_api.buttons(rig.message(decision))) == {
+        blocks.APPROVE,
+        blocks.REJECT,
+        blocks.REJECT_FP,
+    }, "still pending after one approval"
+    rig.slack.click(ALICE, channel, ts, blocks.APPROVE)
+    rig.wait_ephemeral(ALICE, "a different person must give the next approval")
+    rig.slack.click(BOB, channel, ts, blocks.APPROVE)
+    (command,) = rig.commands(decision["decision_id"])
+    assert (command["type"], command["by"]) == ("execute", "bob"), "no execute after one approval"
+    accepted = rig.audit(decision["decision_id"], "approval_accepted")
+    assert accepted["data"]["approvers"] == ["alice", "bob"]
+    rig.wait_message(decision, "*Approved* by bob")
+    assert "2 of 2 so far" in slack_api.message_text(rig.message(decision))
+    assert slack_api.buttons(rig.message(decision)) == {}
