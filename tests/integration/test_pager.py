@@ -10,14 +10,21 @@ client. Re-posts run every second here (alerts end four seconds ahead).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
-from alertmanager import LocalAlertmanager
+from alertmanager import LocalAlertmanager, free_port
 from confluent_kafka import Producer
 from harness import DecisionReader, Feed, Worker
 from pagerduty_standin import PagerDutyStandIn
@@ -379,6 +386,58 @@ def test_a_failed_verification_is_a_critical_page_at_its_level_for_the_verificat
         (event,) = pagerduty.events_for(decision)
         assert event["payload"]["severity"] == "critical"
         assert event["payload"]["class"] == "verification_failed"
+
+
+def test_the_pager_command_pages_serves_its_metrics_and_stops_on_sigterm(
+    settings: Settings, oncall: Oncall, alertmanager: LocalAlertmanager,
+    pagerduty: PagerDutyStandIn, tmp_path: Path,
+) -> None:  # fmt: skip
+    """``escalation pager`` as an operator runs it: settings from the environment."""
+    decision = _decision()
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
+        "ESCALATION_TOPIC_PREFIX": settings.topic_prefix,
+        "ESCALATION_ALERTMANAGER_URL": alertmanager.url,
+        "ESCALATION_PAGERDUTY_ROUTING_KEYS": json.dumps({"sre-manager": MANAGER_KEY}),
+        "ESCALATION_PAGERDUTY_URL": pagerduty.url,
+        "ESCALATION_PAGERDUTY_CA_FILE": str(pagerduty.ca_file),
+        "ESCALATION_PAGER_GROUP": f"pager-{uuid.uuid4().hex[:8]}",
+        "ESCALATION_PAGER_METRICS_PORT": str(port),
+        "ESCALATION_CONSOLE_URL": "https://gate.example.com",
+    }
+    env.pop("ESCALATION_PAGERDUTY_ROUTING_KEY", None)
+    log = (tmp_path / "pager.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "pager"], env=env, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            try:
+                body = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx2.HTTPError:
+                return False
+            return "escalation_pager_ready 1.0" in body
+
+        assert wait_until(ready, timeout=WAIT), (tmp_path / "pager.log").read_text()
+        oncall.send(
+            escalation(decision, 1, "sre-oncall-primary"),  # no routing key: Alertmanager only
+            escalation(decision, 3, "sre-manager"),
+            service="checkout-api",
+        )
+        assert wait_until(lambda: len(active(alertmanager, decision)) == 2, timeout=WAIT)
+        assert wait_until(lambda: pagerduty.status(f"{decision}:timeout:3") == "triggered")
+        assert pagerduty.status(f"{decision}:timeout:1") is None
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
 
 
 # ------------------------------------------------------------------ with the gate
