@@ -13,6 +13,7 @@ from streams.models.decision import decision_json as dump_decision
 from streams.policy import Policy, decision_id_for, evaluate
 from streams.state import build_context, lifecycle
 from streams.state.records import StateUpdate, history_key, lifecycle_record, velocity_update
+from streams.state.trust import trust_inputs
 
 REVIEW_CONDITION = "review_overdue"
 
@@ -32,7 +33,7 @@ def context_for(
     """The evaluator's context for ``proposal`` from the folded state (SPEC 4)."""
     service = proposal.action.target.service
     hkey = history_key(proposal.pattern, proposal.action.type)
-    return build_context(
+    context = build_context(
         now=origin.instant,
         decision_id=decision_id,
         history=view.get("history", hkey),
@@ -45,6 +46,12 @@ def context_for(
         velocity_window_seconds=policy.velocity.window_seconds,
         offset=origin.offset,
     )
+    # Near-miss novelty and calibrated confidence (streams/state/trust.py): both None
+    # while the state does not hold their tables, and the context is unchanged.
+    novelty, calibrated = trust_inputs(proposal, view, policy, seen=context.history.seen)
+    if novelty is None and calibrated is None:
+        return context
+    return context.model_copy(update={"novelty": novelty, "calibrated_confidence": calibrated})
 
 
 def _overdue(decision: Decision) -> bool:
