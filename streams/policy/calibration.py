@@ -31,6 +31,8 @@ from typing import Any
 
 State = dict[str, Any]
 _ROW = 5
+#: The bins the gate's state keeps; a policy's ``calibration.bins`` divides it.
+STATE_BINS = 100
 
 
 def calibration_key(ai_system: str, model: str | None) -> str:
@@ -44,15 +46,21 @@ def bin_of(confidence: float, bins: int) -> int:
 
 
 def _rows(state: Mapping[str, Any] | None, bins: int) -> list[list[float]]:
+    """The state's rows in ``bins`` bins; finer stored bins (a multiple) are summed."""
     rows = [[0.0] * _ROW for _ in range(bins)]
     stored = (state or {}).get("bins")
-    if isinstance(stored, list) and len(stored) == bins:
-        for index, row in enumerate(stored):
-            if isinstance(row, list) and len(row) == _ROW:
-                try:
-                    rows[index] = [float(x) for x in row]
-                except (TypeError, ValueError):
-                    continue  # unreadable: absent (fail toward humans: no calibration credit)
+    if not isinstance(stored, list) or not stored or len(stored) % bins:
+        return rows
+    group = len(stored) // bins
+    for index, row in enumerate(stored):
+        if isinstance(row, list) and len(row) == _ROW:
+            try:
+                values = [float(x) for x in row]
+            except (TypeError, ValueError):
+                continue  # unreadable: absent (fail toward humans: no calibration credit)
+            target = rows[index // group]
+            for i, x in enumerate(values):
+                target[i] += x
     return rows
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr
 
@@ -195,7 +195,8 @@ class CalibrationPolicy(PolicyModel):
     binned, and a bin with at least ``min_samples`` judged proposals replaces the
     reported value by how often they were right (only ever lowering it)."""
 
-    bins: Annotated[StrictInt, Field(ge=1, le=100)] = 10
+    #: Divides the 100 bins the gate's state keeps (streams/policy/calibration.py).
+    bins: Literal[1, 2, 4, 5, 10, 20, 25, 50, 100] = 10
     min_samples: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 20
 
 

@@ -25,7 +25,14 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from streams.models.context import SignatureNovelty
-from streams.policy.calibration import calibrated, calibration_key, record
+from streams.policy.calibration import (
+    STATE_BINS,
+    brier_score,
+    calibrated,
+    calibration_key,
+    expected_calibration_error,
+    record,
+)
 from streams.policy.similarity import (
     Kind,
     Neighbour,
@@ -54,7 +61,7 @@ def signature_update(signature: Signature, update_id: str | None = None) -> dict
 
 
 def judged_update(
-    confidence: float, *, right: bool, bins: int, update_id: str | None = None
+    confidence: float, *, right: bool, bins: int = STATE_BINS, update_id: str | None = None
 ) -> dict[str, Any]:
     """The state update of one judged proposal of an AI system (and model)."""
     update: dict[str, Any] = {
@@ -276,3 +283,20 @@ def trust_inputs(
     return novelty_of(proposal, values, policy, own=own, seen=seen), calibrated_of(
         proposal, cal, policy
     )
+
+
+def calibration_errors(
+    values: Mapping[str, Any], policy: Policy
+) -> list[tuple[str, str, float, float]]:
+    """``(ai_system, model, ece, brier)`` of every key of the ``calibration`` table, for
+    the ``escalation_ai_calibration_error{ai_system,model,measure}`` gauge."""
+    bins = policy.calibration.bins
+    out = []
+    for key, value in sorted(values.items()):
+        ece = expected_calibration_error(value, bins=bins)
+        brier = brier_score(value, bins=bins)
+        if ece is None or brier is None:
+            continue
+        ai_system, _, model = key.partition("|")
+        out.append((ai_system, model, ece, brier))
+    return out

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from streams.policy import Policy, evaluate
 from streams.policy.calibration import (
+    STATE_BINS,
     bin_of,
     brier_score,
     calibrated,
@@ -137,4 +138,19 @@ def test_calibration_never_raises_a_level_above_the_reported_confidence(  # noqa
     assert (
         evaluate(honest, context, default_policy).level
         <= evaluate(proposal, context, default_policy).level
+    )
+
+
+@pytest.mark.parametrize("bins", [1, 2, 5, 10, 20, 100])
+def test_the_gates_fine_state_reads_in_any_policy_bins(bins: int) -> None:
+    """The state keeps 100 bins; a policy's bins (a divisor) sum them."""
+    pairs = [(i / 97, i % 3 != 0) for i in range(98)]
+    fine = judged(pairs, bins=STATE_BINS)
+    coarse = judged(pairs, bins=bins)
+
+    assert reliability(fine, bins=bins, min_samples=1) == reliability(
+        coarse, bins=bins, min_samples=1
+    )
+    assert expected_calibration_error(fine, bins=bins) == expected_calibration_error(
+        coarse, bins=bins
     )

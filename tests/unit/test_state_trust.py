@@ -22,6 +22,7 @@ from streams.state.trust import (
     _classify,
     _index,
     apply_trust_update,
+    calibration_errors,
     judged_update,
     novelty_of,
     signature_update,
@@ -209,3 +210,15 @@ def test_the_indexed_classification_is_the_reference_one(
         assert fast.nearest.differs == reference.nearest.differs
     else:
         assert fast.nearest.distance >= reference.nearest.distance
+
+
+def test_calibration_errors_per_ai_system_and_model(default_policy: Policy) -> None:
+    value = _fold([judged_update(0.9, right=i < 60) for i in range(100)])
+
+    [(ai_system, model, ece, brier)] = calibration_errors(
+        {"holmesgpt|gpt-4.1": value, "k8sgpt|*": None}, default_policy
+    )
+
+    assert (ai_system, model) == ("holmesgpt", "gpt-4.1")
+    assert ece == pytest.approx(0.3)
+    assert brier == pytest.approx(0.33)
