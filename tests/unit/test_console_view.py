@@ -172,3 +172,19 @@ def test_unreadable_audit_records_are_counted_not_folded() -> None:
         view.apply_audit(record)
     assert view.unreadable == 4
     assert not view.items
+
+
+def test_the_view_and_the_story_are_pure() -> None:
+    """No Kafka client, Faust, web framework or metrics behind the view, its charts, its
+    sample records and the demo's story (checked in a fresh interpreter)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import sys; import streams.console.view, streams.console.svg, streams.console.sample,"
+        " streams.story; bad = [m for m in ('faust', 'confluent_kafka', 'aiokafka', 'starlette',"
+        " 'prometheus_client', 'uvicorn') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
