@@ -417,20 +417,20 @@ def create_app(console: Console) -> Starlette:
         for seconds, kind in answers:
             slot = next(i for i, (limit, _) in enumerate(buckets) if seconds < limit)
             histogram[slot][0 if kind == "approved" else 1] += 1
+        bars = svg.stacked_bars
         charts = {
-            "levels": (svg.stacked_bars(levels, colours=svg.LEVEL_COLOURS, names=names,
-                                              labels=labels, title="decisions per minute")),
-            "answers": (svg.stacked_bars(histogram, colours=("#16a34a", "#b91c1c"),
-                                               names=("approved", "rejected"),
-                                               labels=[b[1] for b in buckets],
-                                               title="time to answer", width=480)),
-            "timeouts": (svg.stacked_bars(timeouts, colours=("#ea580c",), names=("pages",),
-                                                labels=labels, title="approval timeouts")),
-            "trips": (svg.stacked_bars(trips, colours=("#7c3aed",), names=("trips",),
-                                             labels=labels, title="velocity-guard trips")),
-            "dead": (svg.stacked_bars(dead, colours=("#525252",), names=("dead letters",),
-                                            labels=labels, title="dead letters")),
-            "legend": (svg.legend(svg.LEVEL_COLOURS, names)),
+            "levels": bars(levels, colours=svg.LEVEL_COLOURS, names=names, labels=labels,
+                           title="decisions per minute"),
+            "answers": bars(histogram, colours=("#16a34a", "#b91c1c"),
+                            names=("approved", "rejected"), labels=[b[1] for b in buckets],
+                            title="time to answer", width=480),
+            "timeouts": bars(timeouts, colours=("#ea580c",), names=("pages",), labels=labels,
+                             title="approval timeouts", width=480),
+            "trips": bars(trips, colours=("#7c3aed",), names=("trips",), labels=labels,
+                          title="velocity-guard trips", width=480),
+            "dead": bars(dead, colours=("#525252",), names=("dead letters",), labels=labels,
+                         title="dead letters", width=480),
+            "legend": svg.legend(svg.LEVEL_COLOURS, names),
         }  # fmt: skip
         totals = {
             "levels": [sum(c[i] for c in levels) for i in range(5)],

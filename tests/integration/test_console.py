@@ -345,7 +345,7 @@ def test_decisions_feed_filters_and_trends(page: Any, settings: Settings) -> Non
     page.fill("#search", proposal.proposal_id)
     page.press("#search", "Enter")
     page.wait_for_url(re.compile(f".*/decisions/{decision_id}$"))
-    page.goto("/trends")
+    page.goto("/trends?hours=1")
     assert page.locator("#chart-levels svg rect").count() >= 1
     page.screenshot(path=str(SHOTS / "trends.png"))
     body = orjson.loads(page.request.get("/healthz").body())
