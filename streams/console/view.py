@@ -65,6 +65,7 @@ class Step:
     text: str
     chain: str
     seq: int
+    event_id: str = ""
 
 
 @dataclass(slots=True)
@@ -291,7 +292,8 @@ class ConsoleView:
         data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
         actor = str(body.get("actor", ""))
         decision_id = body.get("decision_id")
-        step = Step(kind, at, actor, "", str(chain or ""), int(body.get("seq", -1)))
+        event_id = str(body.get("event_id", ""))
+        step = Step(kind, at, actor, "", str(chain or ""), int(body.get("seq", -1)), event_id)
         if kind == "dead_letter":
             self.trends.dead_letters[_minute(at)] += 1
             return
@@ -308,6 +310,8 @@ class ConsoleView:
         if isinstance(body.get("proposal_id"), str) and not item.proposal_id:
             item.proposal_id = body["proposal_id"]
             self.by_proposal[item.proposal_id] = decision_id
+        if event_id and any(s.event_id == event_id for s in item.timeline):
+            return  # an input redelivered after a crash, sealed again: folded once
         item.chain = item.chain or step.chain
         handler = _HANDLERS.get(kind)
         step.text = handler(self, item, data, step) if handler else kind.replace("_", " ")

@@ -188,3 +188,21 @@ def test_the_view_and_the_story_are_pure() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_redelivered_event_is_folded_once(policy: Policy) -> None:
+    """The gate seals a redelivered input again (same event id, next seq): one timeline
+    entry, one count, and the chain still verifies."""
+    chains, view = Chains(policy), ConsoleView()
+    decision, records = chains.decide("wide-blast", 1, T0)
+    _fold(view, records)
+    body = records[1]["event"]
+    again = chains.seal(
+        0, "decision", event_id=body["event_id"], actor=body["actor"], at=T0,
+        decision_id=body["decision_id"], proposal_id=body["proposal_id"], data=body["data"],
+    )  # fmt: skip
+    view.apply_audit(again)
+    item = view.get(decision["decision_id"])
+    assert [s.kind for s in item.timeline] == ["proposal_received", "decision"]
+    assert sum(sum(c) for c in view.trends.levels.values()) == 1
+    assert view.chain_verdict(item)[0]
