@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from streams import keys
+from streams.keys import PublicKeys
 from streams.oncall.pages import PagerConfig
 from streams.settings import Settings
 
@@ -30,6 +32,16 @@ def pager_config(settings: Settings) -> PagerConfig:
         max_open=dt.timedelta(seconds=settings.pager_max_open_seconds),
         event_hold=dt.timedelta(seconds=settings.pager_event_hold_seconds),
     )
+
+
+def gate_keys(settings: Settings) -> PublicKeys | None:
+    """The gate's public keys the pager checks resolutions with; ``None`` when none are
+    configured (``ESCALATION_GATE_PUBLIC_KEYS``, the ``.pub`` beside
+    ``ESCALATION_GATE_KEY_FILE``, or development mode's key under the data directory)."""
+    configured = settings.gate_public_keys or settings.gate_key_file
+    if configured or (settings.dev and keys.dev_key(settings, "gate").exists()):
+        return keys.gate_public_keys(settings)
+    return None
 
 
 def check_targets(settings: Settings) -> list[str]:
@@ -59,6 +71,13 @@ def check_targets(settings: Settings) -> list[str]:
         msg = f"ESCALATION_PAGERDUTY_CA_FILE: no such file: {settings.pagerduty_ca_file}"
         raise click.UsageError(msg)
     lines = []
+    verifier = gate_keys(settings)
+    lines.append(
+        "resolutions: checked against the gate's public keys"
+        if verifier is not None
+        else "resolutions: NOT checked (set ESCALATION_GATE_PUBLIC_KEYS): anyone who can "
+        "write to oncall can end pages"
+    )
     if settings.alertmanager_url:
         lines.append(f"alertmanager: {settings.alertmanager_url}")
     if default_key or keys:
@@ -118,6 +137,7 @@ def pager(ctx: click.Context, check: bool, log_level: str) -> None:
             else None
         ),
         metrics=metrics,
+        keys=gate_keys(settings),
     )
     stop = threading.Event()
 
@@ -127,5 +147,5 @@ def pager(ctx: click.Context, check: bool, log_level: str) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     for line in lines:
-        log.info("paging %s", line)
+        log.info("pager: %s", line)
     service.run(stop)

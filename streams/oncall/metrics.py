@@ -19,6 +19,18 @@ class PagerMetrics:
             "oncall records that are not a valid escalation or resolution (skipped)",
             registry=r,
         )
+        self.refused = Counter(
+            "escalation_pager_refused_resolutions_total",
+            "Resolutions whose gate signature did not verify (refused: the pages stay open)",
+            ["reason"],
+            registry=r,
+        )
+        self.unverified = Counter(
+            "escalation_pager_unverified_escalations_total",
+            "Escalations paged although the gate's signature did not verify",
+            ["reason"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "escalation_pager_deliveries_total",
             "HTTP calls to a paging system: ok, failed (tried again) or rejected (4xx, dropped)",

@@ -57,6 +57,9 @@ class Page:
     escalation: OncallEscalation
     target: str
     partition: int = 0
+    #: Why the gate's signature did not verify ("" when it did, or is not checked):
+    #: paged all the same (a forged page asks humans, it never decides), and said so.
+    unverified: str = ""
 
     @property
     def dedup_key(self) -> str:
@@ -180,6 +183,8 @@ def alert(page: Page, ends_at: dt.datetime, config: PagerConfig) -> dict[str, An
         "escalation_id": esc.escalation_id,
         "asked": ", ".join(esc.asked),
     }
+    if page.unverified:
+        annotations["unverified"] = f"the gate's signature did not verify: {page.unverified}"
     body: dict[str, Any] = {
         "labels": labels(page),
         "annotations": annotations,
@@ -222,6 +227,7 @@ def trigger(page: Page, config: PagerConfig) -> PagerDutyEvent:
             "action_type": esc.action_type,
             "asked": list(esc.asked),
             "how_to_answer": how_to_answer(esc),
+            **({"unverified": page.unverified} if page.unverified else {}),
         },
         links=({"href": link, "text": "Escalation Gate console"},) if link else (),
     )
@@ -237,6 +243,7 @@ def on_escalation(
     config: PagerConfig,
     *,
     partition: int = 0,
+    unverified: str = "",
 ) -> Outcome:
     """Open a page: post its alert and trigger its incident.
 
@@ -248,7 +255,7 @@ def on_escalation(
     resolved_at = book.resolved.get(escalation.decision_id)
     if resolved_at is not None and escalation.at <= resolved_at:
         return Outcome(book, note=f"{escalation.decision_id} was already answered")
-    page = Page(escalation, escalation.target or config.default_target, partition)
+    page = Page(escalation, escalation.target or config.default_target, partition, unverified)
     held = book.open.get(escalation.decision_id, ())
     if all(p.dedup_key != page.dedup_key for p in held):
         held = (*held, page)
@@ -321,12 +328,15 @@ def _recent(
     return {k: at for k, at in resolved.items() if at >= horizon}
 
 
-def read_record(raw: bytes) -> OncallEscalation | OncallResolution:
+def read_record(raw: bytes | dict[str, Any]) -> OncallEscalation | OncallResolution:
     """Decode one ``oncall`` record: a resolution by its ``type``, else an escalation.
 
-    Raises ``InputError`` naming the field.
+    The gate's ``signature`` (checked by the service, ``streams/keys.py``) is not part
+    of the record. Raises ``InputError`` naming the field.
     """
-    data = parse_json(raw)
+    data = parse_json(raw) if isinstance(raw, bytes) else raw
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key != "signature"}
     if isinstance(data, dict) and data.get("type") == "resolved":
         return validate(OncallResolution, data)
     return validate(OncallEscalation, data)

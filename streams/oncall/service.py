@@ -28,7 +28,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streams.errors import InputError
-from streams.models import OncallResolution
+from streams.keys import PublicKeys
+from streams.models import OncallEscalation, OncallResolution
+from streams.models.codec import parse_json
 from streams.oncall import pages
 from streams.oncall.metrics import PagerMetrics
 from streams.oncall.pages import Book, Effect, PagerConfig, PostAlerts
@@ -62,6 +64,7 @@ class Pager:
         metrics: PagerMetrics | None = None,
         clock: Callable[[], float] = time.time,
         kafka_config: dict[str, Any] | None = None,
+        keys: PublicKeys | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -72,6 +75,9 @@ class Pager:
         self.metrics = metrics or PagerMetrics()
         self.clock = clock
         self.kafka_config = dict(kafka_config or {})
+        #: The gate's public keys: resolutions must carry its signature; ``None``
+        #: (no keys configured) checks nothing.
+        self.keys = keys
         self.book = Book()
         self.ready = threading.Event()
         self._keepalive_at = 0.0
@@ -113,18 +119,36 @@ class Pager:
             self.metrics.ready.set(0)
             consumer.close()
 
+    def _read(self, message: Message) -> tuple[OncallEscalation | OncallResolution, str] | None:
+        """The record and why its signature did not verify ("": it did, or unchecked);
+        ``None`` for an invalid record or a resolution that is not the gate's."""
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        try:
+            data = parse_json(message.value() or b"")
+            record = pages.read_record(data)
+        except InputError as exc:
+            self.metrics.invalid.inc()
+            # The error names the field; a traceback would say nothing more.
+            log.error("skipped an invalid oncall record at %s: %s", where, exc)  # noqa: TRY400
+            return None
+        refusal = self.keys.verify(data) if self.keys is not None else None
+        if refusal is not None and isinstance(record, OncallResolution):
+            # Fail toward humans: a resolution ends pages, so only the gate's may.
+            self.metrics.refused.labels(refusal).inc()
+            log.error("refused a resolution of %s at %s: %s", record.decision_id, where, refusal)
+            return None
+        if refusal is not None:
+            self.metrics.unverified.labels(refusal).inc()
+            log.warning("paging an escalation at %s whose signature is %s", where, refusal)
+        return record, refusal or ""
+
     def handle(self, message: Message) -> tuple[Effect, ...]:
         """Fold one ``oncall`` record into the book; the calls it needs."""
         now = _utc(self.clock())
-        try:
-            record = pages.read_record(message.value() or b"")
-        except InputError as exc:
-            self.metrics.invalid.inc()
-            log.error(  # noqa: TRY400 - the error names the field; a traceback says nothing more
-                "skipped an invalid oncall record at %s[%s]@%s: %s",
-                message.topic(), message.partition(), message.offset(), exc,
-            )  # fmt: skip
+        read = self._read(message)
+        if read is None:
             return ()
+        record, unverified = read
         self.metrics.records.labels(record.type).inc()
         if isinstance(record, OncallResolution):
             outcome = pages.on_resolution(self.book, record, now, self.config)
@@ -133,8 +157,9 @@ class Pager:
             )
         else:
             outcome = pages.on_escalation(
-                self.book, record, now, self.config, partition=partition_of(message)
-            )
+                self.book, record, now, self.config, partition=partition_of(message),
+                unverified=unverified,
+            )  # fmt: skip
             log.info(
                 "paging %s for %s (%s, escalation %d)%s",
                 record.target or self.config.default_target, record.decision_id, record.reason,
@@ -262,18 +287,19 @@ class Pager:
 
     def _fold(self, message: Message) -> None:
         """Apply one earlier record to the book at its own time; its calls were made."""
-        try:
-            record = pages.read_record(message.value() or b"")
-        except InputError:
+        read = self._read(message)
+        if read is None:
             return
+        record, unverified = read
         _, stamp = message.timestamp()
         at = _utc(stamp / 1000) if stamp > 0 else _utc(self.clock())
         if isinstance(record, OncallResolution):
             self.book = pages.on_resolution(self.book, record, at, self.config).book
         else:
             self.book = pages.on_escalation(
-                self.book, record, at, self.config, partition=partition_of(message)
-            ).book
+                self.book, record, at, self.config, partition=partition_of(message),
+                unverified=unverified,
+            ).book  # fmt: skip
 
 
 def partition_of(message: Message) -> int:

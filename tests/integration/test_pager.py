@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 from alertmanager import LocalAlertmanager, free_port
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from harness import DecisionReader, Feed, Worker
 from pagerduty_standin import PagerDutyStandIn
 
-from streams import samples
+from streams import keys, samples
 from streams.kafka.admin import producer_config
 from streams.models import OncallEscalation, OncallResolution, encode
 from streams.oncall.metrics import PagerMetrics
@@ -82,6 +84,7 @@ def running_pager(
     *,
     group: str | None = None,
     routing_keys: dict[str, str] | None = None,
+    gate_keys: keys.PublicKeys | None = None,
 ) -> Iterator[Running]:
     pager = Pager(
         bootstrap=settings.bootstrap_servers or "",
@@ -93,6 +96,7 @@ def running_pager(
             ROUTING_KEY, routing_keys, url=pagerduty.url, ca_file=pagerduty.ca_file
         ),
         metrics=PagerMetrics(),
+        keys=gate_keys,
     )
     stop = threading.Event()
     thread = threading.Thread(target=pager.run, args=(stop,), daemon=True, name="pager")
@@ -168,7 +172,19 @@ def targets(alerts: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.fixture
-def oncall(settings: Settings, topics: list[str]) -> Oncall:
+def oncall(settings: Settings) -> Oncall:
+    """This test's ``oncall`` topic alone (the pager reads nothing else), and a producer."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers or ""})
+    topic = settings.topic("oncall")
+    futures = admin.create_topics([NewTopic(topic, settings.partitions, 1)])
+    futures[topic].result(timeout=60)
+    assert wait_until(
+        lambda: (
+            topic in admin.list_topics(timeout=10).topics
+            and not admin.list_topics(timeout=10).topics[topic].error
+        ),
+        timeout=WAIT,
+    )
     return Oncall(settings)
 
 
@@ -386,6 +402,61 @@ def test_a_failed_verification_is_a_critical_page_at_its_level_for_the_verificat
         (event,) = pagerduty.events_for(decision)
         assert event["payload"]["severity"] == "critical"
         assert event["payload"]["class"] == "verification_failed"
+
+
+def test_only_the_gates_signature_resolves_pages_and_an_unverified_page_still_pages(
+    settings: Settings, oncall: Oncall, alertmanager: LocalAlertmanager,
+    pagerduty: PagerDutyStandIn,
+) -> None:  # fmt: skip
+    """Attack: unsigned, forged and tampered resolutions are refused and counted, the
+    pages stay open; the gate's own resolution after them ends them. An unsigned
+    escalation is paged all the same, marked unverified (fail toward humans)."""
+    gate, mallory = keys.generate("escalation-gate"), keys.generate("mallory")
+    decision, unsigned_page = _decision(), _decision()
+
+    def signed(record: OncallEscalation | OncallResolution, by: keys.Signer) -> bytes:
+        return orjson.dumps(by.sign(orjson.loads(encode(record))))
+
+    tampered = orjson.loads(signed(resolution(decision, 1), gate))
+    tampered["decision_id"] = unsigned_page  # a signature made for another record
+    tampered["resolution_id"] = f"{unsigned_page}:resolved"
+    with running_pager(
+        settings, alertmanager, pagerduty, gate_keys=keys.PublicKeys([gate.public])
+    ) as pager:
+        oncall.send(
+            signed(escalation(decision, 1, "sre-oncall-primary"), gate),
+            escalation(unsigned_page, 1, "sre-oncall-primary"),
+            service="checkout-api",
+        )
+        assert wait_until(lambda: len(active(alertmanager, decision)) == 1, timeout=WAIT)
+        assert wait_until(lambda: len(active(alertmanager, unsigned_page)) == 1, timeout=WAIT)
+        assert "unverified" not in active(alertmanager, decision)[0]["annotations"]
+        (marked,) = active(alertmanager, unsigned_page)
+        assert marked["annotations"]["unverified"].endswith(": unsigned")
+        assert pager.metric("escalation_pager_unverified_escalations_total", reason="unsigned") == 1
+
+        oncall.send(
+            encode(resolution(decision, 1)),
+            signed(resolution(decision, 1), mallory),
+            orjson.dumps(tampered),
+            encode(resolution(unsigned_page, 1)),
+            service="checkout-api",
+        )
+        for reason, count in (("unsigned", 2), ("unknown_key", 1), ("bad_signature", 1)):
+            assert wait_until(
+                lambda r=reason, c=count: pager.metric(
+                    "escalation_pager_refused_resolutions_total", reason=r
+                ) == c,
+                timeout=WAIT,
+            )  # fmt: skip
+        assert len(active(alertmanager, decision)) == 1
+        assert len(active(alertmanager, unsigned_page)) == 1
+        assert pagerduty.status(f"{decision}:timeout:1") == "triggered"
+
+        oncall.send(signed(resolution(decision, 1), gate), service="checkout-api")
+        assert wait_until(lambda: active(alertmanager, decision) == [], timeout=WAIT)
+        assert wait_until(lambda: pagerduty.status(f"{decision}:timeout:1") == "resolved")
+        assert len(active(alertmanager, unsigned_page)) == 1
 
 
 def test_the_pager_command_pages_serves_its_metrics_and_stops_on_sigterm(

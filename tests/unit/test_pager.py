@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from streams import keys
 from streams.cli import main
 from streams.errors import InputError
 from streams.models import OncallEscalation, OncallResolution, encode
@@ -187,6 +189,19 @@ def test_a_long_summary_is_cut_to_what_pagerduty_accepts() -> None:
     assert len(event.summary) == 1024
 
 
+def test_an_unverified_escalation_is_paged_and_says_so() -> None:
+    esc = escalation(1)
+
+    out = pages.on_escalation(Book(), esc, esc.at, CONFIG, unverified="bad_signature")
+
+    (alert,) = posted(out.effects)
+    (event,) = pd(out.effects)
+    assert alert["annotations"]["unverified"].endswith(": bad_signature")
+    assert event.custom_details["unverified"] == "bad_signature"
+    (again,) = posted(pages.keepalive(out.book, esc.at, CONFIG).effects)
+    assert again["annotations"]["unverified"] == alert["annotations"]["unverified"]
+
+
 # ------------------------------------------------------------------ a resolution
 
 
@@ -314,6 +329,8 @@ def test_revoked_partitions_leave_the_book() -> None:
 def test_records_are_told_apart_by_type() -> None:
     assert isinstance(pages.read_record(encode(escalation(1))), OncallEscalation)
     assert isinstance(pages.read_record(encode(resolution(1))), OncallResolution)
+    signed = {**orjson.loads(encode(resolution(1))), "signature": {"alg": "ed25519"}}
+    assert isinstance(pages.read_record(orjson.dumps(signed)), OncallResolution)
     legacy = orjson.loads(encode(escalation(1)))
     del legacy["type"], legacy["target"], legacy["level"]  # a gate before the chain
     assert pages.read_record(orjson.dumps(legacy)).target is None
@@ -390,7 +407,9 @@ def test_the_pager_command_checks_and_prints_what_it_pages(
 ) -> None:
     monkeypatch.setenv("ESCALATION_ALERTMANAGER_URL", "http://127.0.0.1:9093")
     monkeypatch.setenv("ESCALATION_PAGERDUTY_ROUTING_KEYS", '{"sre-manager": "secret-key"}')
-    monkeypatch.delenv("ESCALATION_PAGERDUTY_ROUTING_KEY", raising=False)
+    for name in ("ESCALATION_PAGERDUTY_ROUTING_KEY", "ESCALATION_GATE_PUBLIC_KEYS",
+                 "ESCALATION_GATE_KEY_FILE", "ESCALATION_DEV"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
 
     main(["pager", "--check"])
 
@@ -398,3 +417,17 @@ def test_the_pager_command_checks_and_prints_what_it_pages(
     assert "alertmanager: http://127.0.0.1:9093" in out
     assert "own routing keys: sre-manager; others: nothing" in out
     assert "secret-key" not in out
+    assert "resolutions: NOT checked" in out
+
+
+def test_with_the_gates_public_key_the_pager_checks_resolutions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key = tmp_path / "gate.key"
+    keys.write_private(keys.generate("escalation-gate"), key)
+    monkeypatch.setenv("ESCALATION_ALERTMANAGER_URL", "http://127.0.0.1:9093")
+    monkeypatch.setenv("ESCALATION_GATE_PUBLIC_KEYS", orjson.dumps([str(key) + ".pub"]).decode())
+
+    main(["pager", "--check"])
+
+    assert "resolutions: checked against the gate's public keys" in capsys.readouterr().out
