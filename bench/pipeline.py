@@ -57,6 +57,8 @@ import _common as c
 import orjson
 
 from streams import samples
+from streams.files import read_policy
+from streams.identities import DevIdentities
 from streams.models import encode
 from streams.settings import Settings
 
@@ -389,6 +391,7 @@ class Bench:
         from streams.kafka.admin import create_topics  # noqa: PLC0415
 
         create_topics(settings, self.bootstrap)
+        ids = DevIdentities.make(self.work / "identities", read_policy(settings.policy_file))
         port_file = data_dir / "metrics.port"
         env = {
             **os.environ,
@@ -401,6 +404,7 @@ class Bench:
             "ESCALATION_STORE": args.store,
             "ESCALATION_PARTITIONS": str(args.partitions),
             "ESCALATION_POLICY_FILE": str(settings.policy_file),
+            **ids.env(),
             **args.extra_env,
         }
         log = data_dir / "worker.log"
@@ -451,7 +455,7 @@ class Bench:
             raise RuntimeError("gate: escalation_worker_ready stayed 0 for 120s")
         self.say(f"gate: ready after {time.perf_counter() - started:.1f}s; seeding state")
         now = dt.datetime.now(tz=dt.UTC)
-        seed(settings, self.bootstrap, now)
+        seed(settings, self.bootstrap, now, DevIdentities(self.work / "identities"))
         wanted = {
             "history": len(samples.history_records(now)),
             "budgets": len(samples.budgets(now)),

@@ -16,7 +16,7 @@ import click
 import orjson
 from pydantic import ValidationError
 
-from streams.errors import EscalationError, InputError, PolicyError
+from streams.errors import EscalationError, InputError, KeyFileError, PolicyError
 from streams.settings import Settings
 
 EXIT_USAGE = 2
@@ -273,21 +273,26 @@ def history() -> None:
 
 @history.command("import")
 @click.argument("source", metavar="FILE.jsonl")
+@click.option("--as", "user", required=True, help="Who imports (keyring role import_history).")
 @click.pass_context
-def history_import(ctx: click.Context, source: str) -> None:
+def history_import(ctx: click.Context, source: str, user: str) -> None:
     """Seed incident history and AI verdicts from past incidents (JSON lines)."""
-    from streams.models import HistoryRecord  # noqa: PLC0415
-    from streams.state.records import history_updates  # noqa: PLC0415
+    from streams.identities import person_key  # noqa: PLC0415
+    from streams.models import HistoryRecord, encode  # noqa: PLC0415
+    from streams.signing import history_commands, sign_command  # noqa: PLC0415
 
     records = _decode_all(HistoryRecord, source)
     settings = settings_from(ctx)
+    signer = person_key(settings, user)
+    # Signed batches on ``control``: the gate checks the import_history role and folds
+    # them (ids from content: importing the same file twice counts it once).
     messages = [
-        (update.kafka_key(), update.value())
-        for record in records
-        for update in history_updates(record)
+        (b"control", encode(sign_command(command, signer)))
+        for command in history_commands(records, user=user)
     ]
-    _produce(_bootstrap(ctx), settings.topic("state"), messages)
-    click.echo(f"imported {len(records)} incident(s) into {settings.topic('state')}")
+    _produce(_bootstrap(ctx), settings.topic("control"), messages)
+    click.echo(f"sent {len(records)} incident(s) in {len(messages)} signed batch(es) to "
+               f"{settings.topic('control')}")  # fmt: skip
 
 
 @cli.command()
@@ -346,21 +351,54 @@ def unfreeze(ctx: click.Context, service: str | None, user: str, reason: str) ->
 
 @policy.command("load")
 @click.argument("policy_file", type=click.Path(dir_okay=False))
-@click.option("--as", "user", required=True)
+@click.option("--as", "user", required=True, help="Who loads it (keyring role load_policy).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the signed request here instead of sending it (for a second signer).",
+)
 @click.pass_context
-def policy_load(ctx: click.Context, policy_file: str, user: str) -> None:
-    """Send a reviewed policy to the workers (refused unless it validates)."""
+def policy_load(ctx: click.Context, policy_file: str, user: str, out: str | None) -> None:
+    """Send a reviewed policy to the workers, signed by you (keyring role load_policy).
+
+    A policy that grants more autonomy than the one in force needs a second person:
+    write the signed request with --out, and they send it with `policy cosign`.
+    """
     from streams.files import read_policy  # noqa: PLC0415
 
     loaded = read_policy(policy_file)
     text = Path(policy_file).read_text(encoding="utf-8")
-    _control(ctx, "reload_policy", user=user, policy_yaml=text, reason=f"v{loaded.version}")
+    _control(
+        ctx, "reload_policy", user=user, policy_yaml=text, reason=f"v{loaded.version}", out=out
+    )
 
 
-def _control(ctx: click.Context, command: str, **fields: Any) -> None:
+@policy.command("cosign")
+@click.argument("request", type=click.Path(dir_okay=False, exists=True))
+@click.option("--as", "user", required=True, help="The second person (role load_policy).")
+@click.pass_context
+def policy_cosign(ctx: click.Context, request: str, user: str) -> None:
+    """Add your signature to a policy load request (`policy load --out`) and send it."""
+    from streams.files import read_model  # noqa: PLC0415
+    from streams.identities import person_key  # noqa: PLC0415
+    from streams.models import ControlCommand, encode  # noqa: PLC0415
+    from streams.signing import sign_command  # noqa: PLC0415
+
+    settings = settings_from(ctx)
+    command = read_model(ControlCommand, request)
+    signed = sign_command(command, person_key(settings, user))
+    _produce(_bootstrap(ctx), settings.topic("control"), [(b"control", encode(signed))])
+    click.echo(f"{command.command} signed by {len(signed.signatures)} people sent to "
+               f"{settings.topic('control')}")  # fmt: skip
+
+
+def _control(ctx: click.Context, command: str, *, out: str | None = None, **fields: Any) -> None:
     import datetime as dt  # noqa: PLC0415
 
+    from streams.identities import person_key  # noqa: PLC0415
     from streams.models import ControlCommand, encode  # noqa: PLC0415
+    from streams.signing import sign_command  # noqa: PLC0415
 
     try:
         message = ControlCommand(
@@ -371,16 +409,22 @@ def _control(ctx: click.Context, command: str, **fields: Any) -> None:
 
         raise describe_validation_error(exc) from None
     settings = settings_from(ctx)
-    _produce(_bootstrap(ctx), settings.topic("control"), [(b"control", encode(message))])
-    click.echo(f"{command} sent to {settings.topic('control')}")
+    signed = sign_command(message, person_key(settings, message.user))
+    if out is not None:
+        Path(out).write_bytes(encode(signed))
+        click.echo(f"{command} signed by {message.user} written to {out} (not sent)")
+        return
+    _produce(_bootstrap(ctx), settings.topic("control"), [(b"control", encode(signed))])
+    click.echo(f"{command} signed by {message.user} sent to {settings.topic('control')}")
 
 
 def _answer(ctx: click.Context, kind: str, decision_id: str, **fields: Any) -> None:
     import datetime as dt  # noqa: PLC0415
     import secrets  # noqa: PLC0415
 
+    from streams.identities import person_key  # noqa: PLC0415
     from streams.models import ApprovalResponse, encode  # noqa: PLC0415
-    from streams.signing import sign  # noqa: PLC0415
+    from streams.signing import sign_answer  # noqa: PLC0415
 
     settings = settings_from(ctx)
     now = dt.datetime.now(tz=dt.UTC)
@@ -398,7 +442,7 @@ def _answer(ctx: click.Context, kind: str, decision_id: str, **fields: Any) -> N
         from streams.models.codec import describe_validation_error  # noqa: PLC0415
 
         raise describe_validation_error(exc) from None
-    signed = sign(answer, settings.approval_secret.get_secret_value())
+    signed = sign_answer(answer, person_key(settings, answer.user))
     _produce(_bootstrap(ctx), settings.topic("approvals"), [(decision_id.encode(), encode(signed))])
     click.echo(f"{kind} of {decision_id} by {answer.user} sent (signed, nonce {answer.nonce})")
 
@@ -416,7 +460,7 @@ _reason = click.option("--reason", default="", help="Free text for the audit tra
 def approve(
     ctx: click.Context, decision_id: str, user: str, change_record: str | None, reason: str
 ) -> None:
-    """Approve a Level 2 decision (signed with the approval channel's secret)."""
+    """Approve a Level 2 decision (signed with your key: KEY_DIR/NAME.key)."""
     _answer(ctx, "approve", decision_id, user=user, change_record=change_record, reason=reason)
 
 
@@ -453,13 +497,13 @@ def _mount_subsystem_commands() -> None:
     cli.add_command(topics)
     cli.add_command(audit)
     cli.add_command(replay)
+    _mount_executor_commands()
     from streams.ingest.cli import ingest  # noqa: PLC0415
     from streams.review.trust_cli import calibration, replay_trust  # noqa: PLC0415
 
     cli.add_command(ingest)
     cli.add_command(calibration)
     cli.add_command(replay_trust)
-    _mount_executor_commands()
     policy.add_command(policy_test, "test")
     policy.add_command(policy_diff, "diff")
     from streams.console.cli import console  # noqa: PLC0415
@@ -498,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in exc.problems:
             click.echo(f"escalation: error: {line}", err=True)
         sys.exit(EXIT_USAGE)
-    except InputError as exc:
+    except (InputError, KeyFileError) as exc:
         _fail(str(exc))
     except EscalationError as exc:
         click.echo(f"escalation: error: {exc}", err=True)

@@ -27,9 +27,11 @@ from typing import Any
 
 from streams import samples, story
 from streams.errors import EscalationError
+from streams.files import read_policy
+from streams.identities import DevIdentities
 from streams.models import encode
 from streams.settings import Settings
-from streams.state.records import history_updates
+from streams.signing import history_commands, sign, sign_command
 
 LEVEL_STYLE = {0: "red", 1: "yellow", 2: "cyan", 3: "green", 4: "bold green"}
 
@@ -42,18 +44,25 @@ def _producer(bootstrap: str) -> Any:
     return Producer(producer_config(bootstrap))
 
 
-def seed(settings: Settings, bootstrap: str, now: dt.datetime) -> None:
-    """History, budgets and re-qualifications that make the sample stream reach every level."""
+def seed(settings: Settings, bootstrap: str, now: dt.datetime, ids: DevIdentities) -> None:
+    """History, budgets and re-qualifications that make the sample stream reach every level,
+    signed as the keyring requires (alice imports and re-qualifies, the SLO source reports)."""
     producer = _producer(bootstrap)
-    for record in samples.history_records(now):
-        for update in history_updates(record):
-            producer.produce(settings.topic("state"), key=update.kafka_key(), value=update.value())
+    alice = ids.person("alice")
+    for command in history_commands(samples.history_records(now), user="alice"):
+        producer.produce(settings.topic("control"), key=b"control",
+                         value=encode(sign_command(command, alice)))  # fmt: skip
+    slo = ids.slo()
     for budget in samples.budgets(now):
+        update = budget.model_copy(update={"source": slo.name})
         producer.produce(
-            settings.topic("error-budgets"), key=budget.service.encode(), value=encode(budget)
+            settings.topic("error-budgets"),
+            key=budget.service.encode(),
+            value=encode(sign(update, slo)),
         )
     for command in samples.requalifications(now):
-        producer.produce(settings.topic("control"), key=b"control", value=encode(command))
+        signed = sign_command(command, ids.person(command.user))
+        producer.produce(settings.topic("control"), key=b"control", value=encode(signed))
     producer.flush(30)
 
 
@@ -151,6 +160,9 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         create_topics(settings, bootstrap)
         policy = work / "demo-policy.yaml"
         policy.write_text(story.demo_policy(settings.policy_file.read_text(encoding="utf-8")))
+        # Development keys and keyring, shared by the worker, the console and the seeding.
+        ids = DevIdentities.make(work / "identities", read_policy(policy))
+        os.environ.update(ids.env())
         worker = start_worker(
             settings, bootstrap, work / "worker", ESCALATION_DEV="1",
             ESCALATION_POLICY_FILE=str(policy),
@@ -161,7 +173,7 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         stack.callback(_stop, ui)
         console.print(f"worker pid {worker.pid}, console pid {ui.pid}; logs in {logs}")
         now = dt.datetime.now(tz=dt.UTC)
-        seed(settings, bootstrap, now)
+        seed(settings, bootstrap, now, ids)
         console.print("waiting for the worker to fold the seeded history ...")
         wait_for_state(work / "worker" / "metrics.port", worker, now)
         view = ConsoleView()

@@ -33,6 +33,10 @@ class KafkaLauncherError(EscalationError, RuntimeError):
     """The local Apache Kafka broker could not be fetched, started or stopped."""
 
 
+class DeliveryError(EscalationError, RuntimeError):
+    """A record could not be written to Kafka; nothing produced after it can be trusted."""
+
+
 class AuditChainError(EscalationError, ValueError):
     """An audit event does not fit the hash chain."""
 

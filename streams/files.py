@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from streams.errors import InputError, PolicyError
 from streams.models.codec import decode
 from streams.policy import Policy, parse_policy
+from streams.policy.keyring import Keyring, parse_keyring
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,3 +52,13 @@ def read_policy(path: Path | str) -> Policy:
     except OSError as exc:
         raise PolicyError(f"{name}: cannot read policy: {exc.strerror or exc}") from None
     return parse_policy(raw, source=name)
+
+
+def read_keyring(path: Path | str) -> Keyring:
+    """Load and validate a keyring file; ``PolicyError`` lines name the file and field."""
+    name = shown_path(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{name}: cannot read keyring: {exc.strerror or exc}") from None
+    return parse_keyring(raw, source=name)

@@ -31,10 +31,10 @@ def _settings() -> Settings:
     return current_settings()
 
 
-def _role(gate: bool, executor: bool) -> str:
-    if gate == executor:
-        _fail("--gate or --executor: give exactly one")
-    return "gate" if gate else "executor"
+def _role(gate: bool, executor: bool, person: str | None = None) -> str:
+    if int(gate) + int(executor) + int(person is not None) != 1:
+        _fail("--as NAME, --gate or --executor: give exactly one")
+    return "gate" if gate else "executor" if executor else "person"
 
 
 @click.group("keys")
@@ -43,6 +43,7 @@ def keys() -> None:
 
 
 @keys.command("new")
+@click.option("--as", "person", default=None, help="A person's key (signs answers, commands).")
 @click.option("--gate", is_flag=True, help="The gate's key (signs decisions, commands, pages).")
 @click.option("--executor", is_flag=True, help="An executor's key (signs its outcomes).")
 @click.option(
@@ -52,10 +53,33 @@ def keys() -> None:
     help="Private key file (default: ESCALATION_GATE_KEY_FILE / ESCALATION_EXECUTOR_KEY_FILE, "
     "else DATA_DIR/keys/ROLE.key).",
 )
-def new(gate: bool, executor: bool, out: Path | None) -> None:
-    """Write a new private key (mode 0600, never over another) and its .pub; print its id."""
-    role = _role(gate, executor)
+def new(person: str | None, gate: bool, executor: bool, out: Path | None) -> None:
+    """Write a new private key (mode 0600, never over another) and its .pub; print its id.
+
+    With ``--as NAME`` the key is NAME's (KEY_DIR/NAME.key), and the entry to add to
+    the keyring is printed; the keyring is reviewed before it lists the key.
+    """
+    role = _role(gate, executor, person)
     settings = _settings()
+    if person is not None:
+        from streams.identities import person_key_path  # noqa: PLC0415
+
+        path = out or person_key_path(settings, person)
+        signer = keys_module.generate(person)
+        try:
+            keys_module.write_private(signer, path)
+        except KeyFileError as exc:
+            _fail(str(exc))
+        click.echo(f"key_id={signer.key_id}")
+        click.echo(f"private={path}", err=True)
+        click.echo("# add to the keyring's people (and have it reviewed):")
+        pem = "\n".join(
+            f"      {line}" for line in keys_module.public_pem(signer.public).splitlines()
+        )
+        click.echo(
+            f"  - name: {person}\n    roles: [approve, reject, abort]\n    public_key: |\n{pem}"
+        )
+        return
     configured = settings.gate_key_file if role == "gate" else settings.executor_key_file
     path = out or configured or keys_module.dev_key(settings, role)
     signer = keys_module.generate(f"escalation-{role}")

@@ -60,6 +60,23 @@ class Metrics:
         self.answers_accepted = Counter(
             "escalation_answers_accepted_total", "Human answers accepted", ["kind"], registry=r
         )
+        self.commands_refused = Counter(
+            "escalation_commands_refused_total",
+            "Operator commands refused (signature, signer, role, two-person rule)",
+            ["reason", "command"],
+            registry=r,
+        )
+        self.inputs_refused = Counter(
+            "escalation_inputs_refused_total",
+            "Outcomes and error budgets refused (not signed by an executor / SLO source)",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.repartitioned = Counter(
+            "escalation_proposals_repartitioned_total",
+            "Proposals that arrived on another partition than their service's",
+            registry=r,
+        )
         self.oncall = Counter(
             "escalation_oncall_escalations_total", "Pages sent to on-call", ["reason"], registry=r
         )

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
         le=1000,
         description="How long the output producer waits to fill a batch (librdkafka linger.ms).",
     )
+    state_snapshot_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the owner of each state partition writes the folded values "
+        "that changed to state.folded (a restart reads those instead of every update).",
+    )
     stall_seconds: float = Field(
         default=90.0,
         gt=0,
@@ -73,6 +80,18 @@ class Settings(BaseSettings):
         default=False,
         description="Development mode: keys missing from the settings are made under "
         "DATA_DIR/keys instead of refusing to start. Never in production.",
+    )
+    keyring_file: Path | None = Field(
+        default=None,
+        description="The reviewed keyring (people, channels, executors, SLO sources and "
+        "their public keys and roles) every signature is checked against.",
+    )
+    key_dir: Path = Field(
+        default=Path.home() / ".config" / "escalation-gate" / "keys",
+        description="Where people's private keys live (NAME.key), for --as NAME.",
+    )
+    key_file: Path | None = Field(
+        default=None, description="The private key to sign with (instead of KEY_DIR/NAME.key)."
     )
     gate_key_file: Path | None = Field(
         default=None,
@@ -182,7 +201,6 @@ class Settings(BaseSettings):
         description="Decisions the console keeps in memory (oldest "
         "closed ones are forgotten first).",
     )
-
     slack_bot_token: SecretStr | None = Field(
         default=None, description="The Slack app's bot token (xoxb-...) for `escalation slack`."
     )

@@ -43,7 +43,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, JsonValue, StrictBool, StrictInt
 
-from streams.audit.chain import GENESIS, ChainHead, checkpoint_chain, instant_json, seal_json
+from streams.audit.chain import (
+    GENESIS,
+    ChainHead,
+    audit_partition,
+    checkpoint_chain,
+    instant_json,
+    seal_json,
+)
 from streams.errors import AuditChainError, InputError
 from streams.models.audit import AuditBody, Sha256Hex
 from streams.models.base import Count, Id, Instant, WireModel
@@ -142,6 +149,17 @@ def seal_checkpoint(
         host=host,
         index=index,
     )
+
+
+def heads_by_partition(heads: Mapping[str, ChainHead]) -> dict[int, dict[str, ChainHead]]:
+    """Chain heads grouped by the audit partition their chains live in (for ``seal``)."""
+    grouped: dict[int, dict[str, ChainHead]] = {}
+    for name, head in heads.items():
+        partition = audit_partition(name)
+        if partition is None:
+            raise AuditChainError(f"chain {name}: its name does not say its audit partition")
+        grouped.setdefault(partition, {})[name] = head
+    return grouped
 
 
 @dataclass(slots=True)

@@ -275,19 +275,21 @@ def _print(report: VerifyReport, source: _Source, *, as_json: bool) -> None:
         click.echo(orjson.dumps(out).decode())
         return
     for finding in report.findings:
+        if finding.kind == "unverified":
+            continue  # counted in the summary: one line per checkpoint would drown it
         click.echo(f"{finding.line()} ({source.location(finding.position)})")
     if report.ok:
         redelivered = sum(f.kind == "redelivered" for f in report.notes)
         metadata = sum(f.kind == "metadata" for f in report.notes)
         counts = [f"{redelivered} redelivered"] if redelivered else []
         counts += [f"{metadata} with wrong Splunk metadata"] if metadata else []
-        if report.checkpoints:
-            counts.append(f"{report.checkpoints} signed checkpoints matched")
         if report.unverified:
             counts.append(
-                f"{report.unverified} checkpoint signatures NOT checked: no public key "
-                "(--public-key FILE)"
+                f"{report.checkpoints} checkpoints matched, their signatures NOT checked: "
+                "no public key (--public-key FILE)"
             )
+        elif report.checkpoints:
+            counts.append(f"{report.checkpoints} signed checkpoints matched")
         extra = f" ({', '.join(counts)})" if counts else ""
         click.echo(f"OK: {report.events} events in {len(report.chains)} chains{extra}")
 

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streams.audit.heads import HeadScan
 
@@ -77,6 +77,7 @@ def chain_heads(
     step: int = 2000,
     max_step: int = 64000,
     timeout: float = 10.0,
+    client: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, ChainHead], ResyncStats]:
     """The head of every chain in ``wanted`` (audit partition -> chain ids).
 
@@ -96,6 +97,8 @@ def chain_heads(
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 10,
+            # Security settings (streams.kafka.security.confluent_config).
+            **(client or {}),
         }
     )
     try:

@@ -6,6 +6,7 @@ clients or prometheus_client, or reads a clock: the instant comes in with the in
 """
 
 from streams.handlers.answers import on_answer, on_timeout
+from streams.handlers.control import on_control
 from streams.handlers.effects import (
     NOTHING,
     AuditDraft,
@@ -15,9 +16,11 @@ from streams.handlers.effects import (
     Send,
     StateView,
 )
-from streams.handlers.inputs import on_budget, on_control, on_outcome
+from streams.handlers.inputs import on_budget, on_outcome
 from streams.handlers.letters import dead_letter
+from streams.handlers.placement import misplaced
 from streams.handlers.proposals import Decided, decide
+from streams.handlers.provenance import on_signed_budget, on_signed_outcome, refused_input
 
 __all__ = [
     "NOTHING",
@@ -30,9 +33,13 @@ __all__ = [
     "StateView",
     "dead_letter",
     "decide",
+    "misplaced",
     "on_answer",
     "on_budget",
     "on_control",
     "on_outcome",
+    "on_signed_budget",
+    "on_signed_outcome",
     "on_timeout",
+    "refused_input",
 ]

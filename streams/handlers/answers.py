@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from streams.handlers.effects import AuditDraft, Count, Effects, Origin, Send
 from streams.handlers.oncall import page, resolve
 from streams.models import ApprovalResponse, AuditKind, ExecuteCommand, encode
 from streams.policy import Policy
+from streams.policy.keyring import Keyring, without
 from streams.policy.model import Oncall
 from streams.state import lifecycle
 from streams.state.records import PendingEntry, verdict_update
@@ -58,20 +60,30 @@ def command(
 
 def on_answer(
     answer: ApprovalResponse,
+    body: Mapping[str, Any],
     entry: PendingEntry | None,
     *,
     policy: Policy,
+    keyring: Keyring,
     origin: Origin,
-    signature_valid: bool,
 ) -> Effects:
     """Judge an approve / reject / abort; what it changes, sends and audits.
 
-    A refused answer changes nothing but the nonces its entry remembers, and is
-    audited with its reason and counted.
+    ``body`` is the answer's JSON object as it came off the wire: its signature must
+    verify over it, by the person in ``user`` or a channel that may relay the answer
+    for them (the keyring). A refused answer changes nothing but the nonces its entry
+    remembers, and is audited with its reason and counted.
     """
     now = origin.instant
+    signed = keyring.authorize(
+        without(body, "signature"),
+        body.get("signature"),
+        user=answer.user,
+        role=answer.kind,
+        ai_systems=policy.trusted_ai_systems,
+    )
     verdict = lifecycle.judge_answer(
-        entry, answer, policy=policy, now=now, signature_valid=signature_valid
+        entry, answer, policy=policy, now=now, refusal=signed if isinstance(signed, str) else None
     )
     entries = () if verdict.entry is None else (lifecycle.next_version(entry, verdict.entry),)
     base = {
@@ -98,10 +110,17 @@ def on_answer(
             metrics=(Count("answers_refused", (verdict.reason,)),),
         )
     new = verdict.entry
+    assert not isinstance(signed, str)  # noqa: S101 - judge_answer refused those
     data: dict[str, Any] = {
         **base,
         "false_positive": answer.false_positive,
         "reason": answer.reason,
+        # Whose key signed it: the person's own, or the channel that verified them.
+        "signed_by": {
+            "key_id": signed.key_id,
+            "kind": signed.holder.kind,
+            "name": signed.holder.name,
+        },
     }
     audit_kind: AuditKind = ACCEPTED_KINDS[answer.kind]
     event_id = f"{answer.decision_id}:{answer.kind}"

@@ -22,6 +22,9 @@ Counter = Literal[
     "answers_refused",
     "answers_accepted",
     "oncall",
+    "commands_refused",
+    "inputs_refused",
+    "repartitioned",
 ]
 
 
@@ -53,6 +56,7 @@ class Send:
     topic: str
     value: bytes
     key: bytes | None = None
+    partition: int | None = None  # None: by key (the producer's murmur2 partitioner)
 
 
 @dataclass(frozen=True, slots=True)

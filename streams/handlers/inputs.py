@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from streams.errors import PolicyError
-from streams.handlers.effects import AuditDraft, Count, Effects, Origin
+from streams.handlers.effects import AuditDraft, Effects, Origin
 from streams.handlers.oncall import page
-from streams.models import AuditKind, ControlCommand, ErrorBudgetUpdate, Outcome
-from streams.policy import parse_policy
+from streams.models import ErrorBudgetUpdate, Outcome
 from streams.policy.model import Oncall
 from streams.state.records import (
     StateUpdate,
     budget_update,
-    freeze_update,
     outcome_update,
-    policy_update,
     requalification_update,
     verdict_update,
 )
@@ -96,59 +90,3 @@ def on_budget(update: ErrorBudgetUpdate) -> Effects:
     return Effects(
         state=(budget_update(update.service, remaining=update.remaining, at=update.at.timestamp()),)
     )
-
-
-def on_control(command: ControlCommand, origin: Origin) -> Effects:
-    """Freeze, unfreeze, re-qualify, revoke, or reload the policy; audited either way.
-
-    A policy that does not parse and validate is refused (audited, counted) and never
-    stored: the policy in force stays.
-    """
-    at = command.at.timestamp()
-    data: dict[str, Any] = {"command": command.model_dump(mode="json", exclude={"policy_yaml"})}
-    state: tuple[StateUpdate, ...] = ()
-    counts: tuple[Count, ...] = ()
-    kind: AuditKind
-    # == rather than `in`: mypy narrows the Literal of the command only this way.
-    if command.command == "freeze" or command.command == "unfreeze":  # noqa: PLR1714
-        kind = command.command
-        state = (
-            freeze_update(command.service or "*", op=command.command, user=command.user, at=at),
-        )
-    elif command.command == "requalify" or command.command == "revoke":  # noqa: PLR1714
-        assert command.pattern is not None  # noqa: S101 - the model guarantees it
-        assert command.action_type is not None  # noqa: S101
-        kind = "requalification" if command.command == "requalify" else "requalification_revoked"
-        state = (
-            requalification_update(
-                command.pattern,
-                command.action_type,
-                op=command.command,
-                user=command.user,
-                at=at,
-                reason=command.reason,
-            ),
-        )
-    else:
-        text = command.policy_yaml or ""
-        try:
-            policy = parse_policy(text, source=f"control:{command.user}")
-        except Exception as exc:  # any failure to parse is a rejection, never a crash
-            kind = "policy_rejected"
-            data["problems"] = (
-                exc.problems if isinstance(exc, PolicyError) else [f"{type(exc).__name__}"]
-            )
-            counts = (Count("policy_rejected"),)
-        else:
-            kind = "policy_load"
-            data.update(version=policy.version, digest=policy.digest)
-            state = (policy_update(yaml=text, digest=policy.digest, by=command.user),)
-    audit = AuditDraft(
-        kind,
-        event_id=f"control:{origin.partition}:{origin.offset}",
-        at=command.at,
-        actor=command.user,
-        data=data,
-        fields={"service": command.service or "*", "command": command.command},
-    )
-    return Effects(audits=(audit,), state=state, metrics=counts)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 Resource = Literal["topic", "group", "cluster"]
 Pattern = Literal["literal", "prefixed"]
-Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs", "All"]
+Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs", "AlterConfigs", "All"]
 
 GATE = "gate"
 EXECUTOR = "executor"
@@ -41,11 +41,18 @@ OPERATOR = "operator"
 SPLUNK_CONNECT = "splunk-connect"
 AI_PREFIX = "ai-"
 
-#: Consumer groups (prefixes) of the CLI's readers and of Splunk Connect.
-OPERATOR_GROUPS = ("escalation-audit-verify-", "escalation-replay-")
+#: Consumer group prefixes of the operators' tools: audit verify, replay, the console,
+#: the pager (its group and its rebuild readers); Slack's group carries the topic prefix.
+OPERATOR_GROUPS = (
+    "escalation-audit-verify-",
+    "escalation-replay-",
+    "escalation-console-",
+    "escalation-pager",
+)
 SPLUNK_CONNECT_GROUPS = ("escalation-splunk-connect", "connect-escalation-audit-splunk")
 SPLUNK_CONNECT_TOPICS = "_connect-"
-RESYNC_GROUP = "escalation-audit-resync"
+#: The audit re-sync's readers (a group id each, never joined).
+RESYNC_GROUP = "escalation-audit-resync-"
 DECISION_TOPICS = ("decisions.execute", "decisions.approve", "decisions.assist", "decisions.manual")
 
 
@@ -115,27 +122,46 @@ def grants(settings: Settings, ai_systems: Iterable[str]) -> tuple[Grant, ...]:
     ) -> list[Grant]:
         return [Grant(principal, "topic", t(name), operations, why=why) for name in names]
 
-    inputs = ("proposals", "approvals", "outcomes", "error-budgets", "control")
+    from streams.kafka.admin import TOPICS  # noqa: PLC0415 - the topic table, by direction
+
+    by_direction = {
+        direction: tuple(spec.name for spec in TOPICS if spec.direction == direction)
+        for direction in ("in", "out", "internal")
+    }
     return (
-        *on_topics(GATE, inputs, ("Read",), "gate input"),
-        # Its own logs: the state fold, pending approvals, the audit chain heads.
-        *on_topics(GATE, ("state", "lifecycle", "audit"), ("Read", "Write"), "gate log"),
-        *on_topics(GATE, (*DECISION_TOPICS, "oncall", "dlq"), ("Write",), "gate output"),
+        *on_topics(GATE, by_direction["in"], ("Read",), "gate input"),
+        # Its own logs: the state fold, pending approvals (and whatever internal topic
+        # the table in streams/kafka/admin.py gains): only the gate reads or writes them.
+        *on_topics(GATE, by_direction["internal"], ("Read", "Write"), "gate log"),
+        *on_topics(GATE, by_direction["out"], ("Write",), "gate output"),
+        # The audit chain heads are re-read from the audit topic on every assignment.
+        Grant(GATE, "topic", t("audit"), ("Read",), why="audit chain re-sync"),
         # A worker announces its policy file on a fresh cluster (policy in force).
         Grant(GATE, "topic", t("control"), ("Write",), why="policy announcement"),
+        # A proposal produced with another partitioner than murmur2 is re-produced,
+        # unchanged, to its service's partition (streams/handlers/placement.py).
+        Grant(GATE, "topic", t("proposals"), ("Write",), why="re-partitions proposals"),
         # `escalation topics create` and the worker's start-up create the topics.
         Grant(
             GATE,
             "topic",
             settings.topic_prefix,
-            ("Create", "DescribeConfigs"),
+            ("Create", "DescribeConfigs", "AlterConfigs"),
             pattern="prefixed",
-            why="creates the gate's topics",
+            # Input topics are switched to LogAppendTime (the gate's clock) if need be.
+            why="creates the gate's topics and keeps their configs",
         ),
         # Faust's own topics: table changelogs, the assignor's leader topic.
         Grant(GATE, "topic", f"{faust_prefix}-", ("All",), pattern="prefixed", why="Faust topics"),
         Grant(GATE, "group", faust_prefix, ("Read",), why="the gate's consumer group"),
-        Grant(GATE, "group", RESYNC_GROUP, ("Read",), why="audit chain re-sync reader"),
+        Grant(
+            GATE,
+            "group",
+            RESYNC_GROUP,
+            ("Read",),
+            pattern="prefixed",
+            why="audit chain re-sync readers",
+        ),
         *(
             Grant(ai_principal(ai), "topic", t("proposals"), ("Write",), why="proposes")
             for ai in sorted(ai_systems)
@@ -162,8 +188,11 @@ def grants(settings: Settings, ai_systems: Iterable[str]) -> tuple[Grant, ...]:
             "read-only views",
         ),
         *(
-            Grant(OPERATOR, "group", group, ("Read",), pattern="prefixed", why="CLI readers")
+            Grant(OPERATOR, "group", group, ("Read",), pattern="prefixed", why="tools' readers")
             for group in OPERATOR_GROUPS
+        ),
+        Grant(
+            OPERATOR, "group", f"{settings.topic_prefix}escalation-slack", ("Read",), why="Slack"
         ),
         Grant(SPLUNK_CONNECT, "topic", t("audit"), ("Read",), why="forwards audit"),
         Grant(
@@ -253,6 +282,7 @@ def acl_bindings(table: Iterable[Grant]) -> list[AclBinding]:
         "Create": AclOperation.CREATE,
         "Describe": AclOperation.DESCRIBE,
         "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+        "AlterConfigs": AclOperation.ALTER_CONFIGS,
         "All": AclOperation.ALL,
     }
     patterns = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}

@@ -2,7 +2,8 @@
 
 ``create_topics`` is idempotent: a topic that already exists is left as it is (its
 partitions and configs are not altered, so an operator's deliberate change survives a
-second ``escalation topics create``).
+second ``escalation topics create``), with one exception: input topics created before
+are switched to ``message.timestamp.type=LogAppendTime`` (the gate's clock).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ CLIENT_LOG = logging.getLogger("streams.kafka.librdkafka")
 DAY_MS = 24 * 60 * 60 * 1000
 DLQ_RETENTION_MS = 30 * DAY_MS
 LIFECYCLE_RETENTION_MS = 7 * DAY_MS
+STATE_UPDATES_RETENTION_MS = 7 * DAY_MS
 ADMIN_TIMEOUT_S = 30.0
+TIMESTAMP_TYPE = "message.timestamp.type"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class TopicSpec:
 
     def topic_config(self, settings: Settings) -> dict[str, str]:
         resolved = dict(self.config)
+        if self.direction == "in":
+            # The broker stamps every input record: the instant the gate judges a
+            # proposal, answer or command at is never the producer's (streams/handlers).
+            resolved[TIMESTAMP_TYPE] = "LogAppendTime"
         if self.name == "audit":
             # Two in-sync copies of every audit event when the cluster has them; a
             # single-node cluster (the local broker) can only promise one.
@@ -80,9 +87,26 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("decisions.assist", "out", "level 1: context for a human, no action"),
     TopicSpec("decisions.manual", "out", "level 0: humans work from raw telemetry"),
     TopicSpec("oncall", "out", "escalations to the on-call human"),
-    # Internal: state updates repartitioned by table key (one writer per key), and new
-    # L2/L3 decisions repartitioned by decision id to meet their answers.
-    TopicSpec("state", "internal", "state updates keyed by table key"),
+    # Internal: state updates keyed by table key, folded by every worker. They are
+    # needed only until the partition's owner has written their fold to state.folded
+    # (every few seconds), so a week is a wide margin, not a lifetime: nothing the gate
+    # knows lives only here (streams/topology/snapshot.py).
+    TopicSpec(
+        "state",
+        "internal",
+        "state updates keyed by table key",
+        config={"cleanup.policy": "delete", "retention.ms": str(STATE_UPDATES_RETENTION_MS)},
+    ),
+    # The latest folded value of every table key (and a marker per partition), written
+    # by the owner of its state partition into the same partition number: compacted,
+    # never deleted by age, so a freeze or a re-qualification lasts as long as it holds.
+    # A worker starts from it instead of from the beginning of state.
+    TopicSpec(
+        "state.folded",
+        "internal",
+        "latest folded state value per table key",
+        config={"cleanup.policy": "compact", **FOREVER},
+    ),
     # The log of pending approvals and abort windows (streams/topology/pending.py): the
     # latest entry of each decision survives compaction; a week after its last change
     # an entry is gone, and a late answer to it is refused as unknown.
@@ -206,14 +230,66 @@ def create_topics(
         created.append(name)
     if created:
         log.info("created topics %s", ", ".join(created))
+    enforce_gate_clock(settings, servers)
     return [topic.topic for topic in new_topics]
 
 
+def input_topics(settings: Settings) -> list[str]:
+    """The full names of the topics the gate reads from producers other than itself."""
+    return [spec.full_name(settings) for spec in TOPICS if spec.direction == "in"]
+
+
+def enforce_gate_clock(settings: Settings, bootstrap: str) -> list[str]:
+    """Switch input topics created before (CreateTime) to LogAppendTime; those changed."""
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry  # noqa: PLC0415
+
+    admin = admin_client(bootstrap, **confluent_config(settings))
+    changed = []
+    for topic in input_topics(settings):
+        if describe_topic_config(bootstrap, topic, settings=settings).get(TIMESTAMP_TYPE) == (
+            "LogAppendTime"
+        ):
+            continue
+        entry = ConfigEntry(
+            TIMESTAMP_TYPE, "LogAppendTime", incremental_operation=AlterConfigOpType.SET
+        )
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+        try:
+            admin.incremental_alter_configs([resource])[resource].result(timeout=ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaLauncherError(
+                f"topic {topic}: could not set {TIMESTAMP_TYPE}=LogAppendTime: {exc}"
+            ) from exc
+        log.warning("topic %s switched to %s=LogAppendTime", topic, TIMESTAMP_TYPE)
+        changed.append(topic)
+    return changed
+
+
+def check_gate_clock(settings: Settings, bootstrap: str) -> None:
+    """Refuse to run when an input topic lets producers set record timestamps."""
+    wrong = [
+        topic
+        for topic in input_topics(settings)
+        if describe_topic_config(bootstrap, topic, settings=settings).get(TIMESTAMP_TYPE)
+        != "LogAppendTime"
+    ]
+    if wrong:
+        msg = (
+            f"{', '.join(wrong)}: {TIMESTAMP_TYPE} is not LogAppendTime, so producers would "
+            "set the instant the gate judges their records at; run `escalation topics create`"
+        )
+        raise KafkaLauncherError(msg)
+
+
 def describe_topic_config(
-    bootstrap: str, topic: str, *, timeout: float = ADMIN_TIMEOUT_S
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float = ADMIN_TIMEOUT_S,
+    settings: Settings | None = None,
 ) -> dict[str, str]:
     """Every config of ``topic`` (explicit and default) as the broker reports it."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, **(confluent_config(settings) if settings else {}))
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
         entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(
@@ -225,10 +301,15 @@ def describe_topic_config(
 
 
 def partition_counts(
-    bootstrap: str, topics: Iterable[str], *, timeout: float = ADMIN_TIMEOUT_S
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    timeout: float = ADMIN_TIMEOUT_S,
+    settings: Settings | None = None,
 ) -> dict[str, int]:
     """Partitions of each existing topic among ``topics`` (missing topics are left out)."""
-    metadata = admin_client(bootstrap).list_topics(timeout=timeout)
+    config = confluent_config(settings) if settings else {}
+    metadata = admin_client(bootstrap, **config).list_topics(timeout=timeout)
     return {
         name: len(metadata.topics[name].partitions)
         for name in topics

@@ -38,6 +38,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from streams.errors import DeliveryError
 from streams.kafka.admin import producer_config
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 # How often a waiting barrier serves delivery reports. Reports only acknowledge
 # inputs (they never delay an output), so this trades commit lag for CPU.
 POLL_INTERVAL = 0.002
-
-
-class DeliveryError(RuntimeError):
-    """A record could not be written; nothing produced after it can be trusted."""
 
 
 class Sink:

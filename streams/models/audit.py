@@ -33,6 +33,12 @@ AuditKind = Literal[
     # A signed list of chain heads (streams/audit/checkpoint.py): what verify checks
     # the trail against, so an edit with every later hash recomputed is still caught.
     "checkpoint",
+    # A signed command or input whose signature or signer the keyring refused.
+    "command_refused",
+    "input_refused",
+    "history_import",
+    # A proposal on a partition that is not its service's, re-produced to the right one.
+    "proposal_repartitioned",
 ]
 
 Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]

@@ -91,8 +91,16 @@ def validate(model: type[M], obj: Any) -> M:
 
 def decode(model: type[M], raw: bytes | str, *, max_bytes: int | None = None) -> M:
     """Decode JSON bytes into a model, or raise ``InputError`` naming the field."""
+    return decode_with_body(model, raw, max_bytes=max_bytes)[0]
+
+
+def decode_with_body(
+    model: type[M], raw: bytes | str, *, max_bytes: int | None = None
+) -> tuple[M, dict[str, Any]]:
+    """The model and the JSON object it was decoded from (what a signature covers)."""
     if max_bytes is not None and len(raw) > max_bytes:
         raise InputError(
             "(message)", f"{len(raw)} bytes exceeds the limit of {max_bytes}", kind="too_large"
         )
-    return validate(model, parse_json(raw))
+    body = parse_json(raw)
+    return validate(model, body), body

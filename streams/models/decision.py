@@ -57,6 +57,8 @@ class Decision(WireModel):
     conditions: tuple[Condition, ...]
     policy_version: Id
     policy_digest: Id
+    #: sha256 of the keyring in force: who could sign what when this was decided.
+    keyring_digest: Text = ""
     decided_at: Instant
     abort_window_ends_at: Instant | None = None
     approval_timeout_at: Instant | None = None

@@ -9,11 +9,20 @@ from pydantic import Field, model_validator
 from streams.models.base import Bool, Fraction, Id, Instant, Level, StrictStr, Text, WireModel
 
 
+class Signature(WireModel):
+    """An Ed25519 signature over the canonical JSON of the message without it (streams/keys.py)."""
+
+    alg: Literal["ed25519"]
+    key_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    sig: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class ApprovalResponse(WireModel):
     """A human's answer on ``approvals``: approve, reject or abort, signed.
 
-    ``signature`` is the hex HMAC-SHA256 of the canonical JSON of every other field
-    with the approval channel's secret (held by the gate's settings, never sent).
+    ``signature`` is the Ed25519 signature (streams/keys.py) of the person named in
+    ``user``, or of a machine channel of the keyring (Slack, the console) that verified
+    that person; it covers the canonical JSON of every other field.
     """
 
     schema_version: Literal[1]
@@ -27,15 +36,7 @@ class ApprovalResponse(WireModel):
     nonce: Annotated[StrictStr, Field(min_length=8, max_length=128)]
     issued_at: Instant
     expires_at: Instant
-    signature: Annotated[StrictStr, Field(min_length=0, max_length=128)] = ""
-
-
-class Signature(WireModel):
-    """An Ed25519 signature over the canonical JSON of the message without it (streams/keys.py)."""
-
-    alg: Literal["ed25519"]
-    key_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    sig: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    signature: Signature | None = None
 
 
 class Outcome(WireModel):
@@ -70,37 +71,15 @@ class Outcome(WireModel):
 
 
 class ErrorBudgetUpdate(WireModel):
-    """Per-service SLO state on ``error-budgets``."""
+    """Per-service SLO state on ``error-budgets``, signed by an SLO source of the keyring."""
 
     schema_version: Literal[1]
     service: Id
     remaining: Fraction
     slo: Id | None = None
     at: Instant
-
-
-class ControlCommand(WireModel):
-    """An operator command on ``control``."""
-
-    schema_version: Literal[1]
-    command: Literal["freeze", "unfreeze", "requalify", "revoke", "reload_policy"]
-    user: Id
-    service: Id | None = None
-    pattern: Id | None = None
-    action_type: Id | None = None
-    policy_yaml: Annotated[StrictStr, Field(max_length=200_000)] | None = None
-    reason: Text = ""
-    at: Instant
-
-    @model_validator(mode="after")
-    def _arguments(self) -> ControlCommand:
-        if self.command in {"requalify", "revoke"} and not (self.pattern and self.action_type):
-            msg = f"{self.command} needs pattern and action_type"
-            raise ValueError(msg)
-        if self.command == "reload_policy" and not self.policy_yaml:
-            msg = "reload_policy needs policy_yaml"
-            raise ValueError(msg)
-        return self
+    source: Id | None = None
+    signature: Signature | None = None
 
 
 class HistoryRecord(WireModel):
@@ -115,6 +94,44 @@ class HistoryRecord(WireModel):
     service: Id | None = None
     level: Level | None = None
     at: Instant
+
+
+MAX_IMPORT_RECORDS = 500  # past incidents per import_history command
+
+
+class ControlCommand(WireModel):
+    """An operator command on ``control``, signed by the people who give it.
+
+    ``signatures`` are Ed25519 signatures (streams/keys.py) over the canonical JSON of
+    every other field: one per person; a policy that grants more autonomy needs two.
+    """
+
+    schema_version: Literal[1]
+    command: Literal[
+        "freeze", "unfreeze", "requalify", "revoke", "reload_policy", "import_history"
+    ]
+    user: Id
+    service: Id | None = None
+    pattern: Id | None = None
+    action_type: Id | None = None
+    policy_yaml: Annotated[StrictStr, Field(max_length=200_000)] | None = None
+    records: Annotated[tuple[HistoryRecord, ...], Field(max_length=MAX_IMPORT_RECORDS)] = ()
+    reason: Text = ""
+    at: Instant
+    signatures: Annotated[tuple[Signature, ...], Field(max_length=8)] = ()
+
+    @model_validator(mode="after")
+    def _arguments(self) -> ControlCommand:
+        if self.command in {"requalify", "revoke"} and not (self.pattern and self.action_type):
+            msg = f"{self.command} needs pattern and action_type"
+            raise ValueError(msg)
+        if self.command == "reload_policy" and not self.policy_yaml:
+            msg = "reload_policy needs policy_yaml"
+            raise ValueError(msg)
+        if self.command == "import_history" and not self.records:
+            msg = "import_history needs records"
+            raise ValueError(msg)
+        return self
 
 
 class DeadLetter(WireModel):

@@ -67,6 +67,7 @@ class _Plan:
     policy: Policy
     version: str
     digest: str
+    keyring_digest: str
     trusted: frozenset[str]
     trusted_list: tuple[str, ...]
     shared: frozenset[str]
@@ -85,6 +86,7 @@ class _Plan:
             policy=policy,
             version=policy.version,
             digest=policy.digest,
+            keyring_digest=policy.keyring_digest,
             trusted=frozenset(policy.trusted_ai_systems),
             trusted_list=policy.trusted_ai_systems,
             shared=frozenset(policy.shared_infrastructure),
@@ -473,6 +475,7 @@ def evaluate(
             "conditions": tuple(conditions),
             "policy_version": plan.version,
             "policy_digest": plan.digest,
+            "keyring_digest": plan.keyring_digest,
             "decided_at": now,
             "abort_window_ends_at": now + plan.abort_window if level == 3 else None,
             "approval_timeout_at": now + plan.approval_timeout if level == 2 else None,

@@ -229,6 +229,11 @@ class Policy(PolicyModel):
 
     _digest: str = PrivateAttr(default="")
     _source: str = PrivateAttr(default="")
+    #: The keyring this policy accepts (sha256 of its file); unset: any reviewed keyring.
+    keyring_sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+    # The keyring in force with this policy, set by the gate (recorded in decisions).
+    _keyring_digest: str = PrivateAttr(default="")
     # What the evaluator derives from this policy once (streams/policy/evaluate.py).
     _plan: Any = PrivateAttr(default=None)
 
@@ -246,6 +251,16 @@ class Policy(PolicyModel):
     def evaluation_plan(self) -> Any:
         """The evaluator's precomputed view of this policy (``None`` until first use)."""
         return self._plan
+
+    @property
+    def keyring_digest(self) -> str:
+        """sha256 of the keyring in force with this policy ("" when none is bound)."""
+        return self._keyring_digest
+
+    def bind_keyring(self, digest: str) -> None:
+        """Record the keyring in force with this policy in its decisions."""
+        self._keyring_digest = digest
+        self._plan = None
 
     def keep_evaluation_plan(self, plan: Any) -> None:
         """Keep the evaluator's view on the policy (a private attribute: frozen allows it)."""

@@ -12,11 +12,12 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from streams.keys import Signer
 from streams.models import ApprovalResponse
 from streams.policy import Policy
-from streams.signing import sign
+from streams.signing import sign_answer
 
 Role = Literal["approve", "reject", "abort"]
 CHANNEL = "slack"
@@ -52,6 +53,17 @@ class KeyringRoles:
 
     roles: Mapping[str, frozenset[str]]
 
+    @classmethod
+    def of(cls, people: Mapping[str, Any], *, relays: frozenset[str] | None = None) -> KeyringRoles:
+        """From the keyring's people (``Keyring.people``: name -> holder with ``roles``),
+        limited to the roles the Slack channel may relay (``relays``), as the gate is."""
+        return cls(
+            {
+                name: frozenset(holder.roles) & relays if relays is not None else holder.roles
+                for name, holder in people.items()
+            }
+        )
+
     def may(self, person: str, role: Role) -> bool:
         return role in self.roles.get(person, frozenset())
 
@@ -72,7 +84,7 @@ def signed_answer(
     *,
     nonce: str,
     now: dt.datetime,
-    secret: str,
+    signer: Signer,
     change_record: str | None = None,
     false_positive: bool = False,
     reason: str = "",
@@ -80,7 +92,8 @@ def signed_answer(
     """The one place a Slack click becomes a signed answer on ``approvals``.
 
     ``user`` is the keyring person the Slack user maps to and ``channel`` is
-    ``slack``, the channel that relays it.
+    ``slack``; ``signer`` is the Slack bridge's own key (a machine channel of the
+    keyring, which the gate lets relay only the roles the keyring gives it).
     """
     answer = ApprovalResponse(
         schema_version=1,
@@ -95,4 +108,4 @@ def signed_answer(
         issued_at=now,
         expires_at=now + ANSWER_TTL,
     )
-    return sign(answer, secret)
+    return sign_answer(answer, signer)

@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from streams.errors import EscalationError
+from streams.errors import EscalationError, KeyFileError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+CHANNEL = "slack"
 SUBSCRIBED = ("decisions.approve", "decisions.execute", "audit", "outcomes")
 
 
@@ -43,8 +44,10 @@ def slack(ctx: click.Context, check: bool, log_level: str) -> None:
     from streams.slack.config import SlackConfigError, read_channels, read_users  # noqa: PLC0415
 
     settings = _settings(ctx)
+    keyring, note = _keyring(settings, required=not check)
+    people = None if keyring is None else set(keyring.people)
     try:
-        users = read_users(settings.slack_users_file)
+        users = read_users(settings.slack_users_file, people=people)
         channels = read_channels(settings.slack_channels_file)
     except SlackConfigError as exc:
         for line in exc.problems:
@@ -52,18 +55,69 @@ def slack(ctx: click.Context, check: bool, log_level: str) -> None:
         sys.exit(2)
     if check:
         click.echo(
-            f"{settings.slack_users_file}: OK: {len(users.people)} Slack user(s); "
+            f"{settings.slack_users_file}: OK: {len(users.people)} Slack user(s) {note}; "
             f"{settings.slack_channels_file}: OK: {len(channels.services)} service(s), "
             f"default {channels.default}"
         )
         return
+    assert keyring is not None  # noqa: S101 - required above
     token = _secret(settings.slack_bot_token, "ESCALATION_SLACK_BOT_TOKEN")
     signing = _secret(settings.slack_signing_secret, "ESCALATION_SLACK_SIGNING_SECRET")
+    signer = _signer(settings, keyring)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    _run(settings, users, channels, token=token, signing_secret=signing)
+    _run(settings, users, channels, keyring, signer, token=token, signing_secret=signing)
 
 
-def _run(settings: Settings, users: Any, channels: Any, *, token: str, signing_secret: str) -> None:
+def _keyring(settings: Settings, *, required: bool) -> tuple[Any, str]:
+    """The keyring in force (its people are who users.yaml may name), and a note."""
+    from streams.files import read_policy  # noqa: PLC0415
+    from streams.identities import keyring_for  # noqa: PLC0415
+
+    try:
+        keyring = keyring_for(settings, read_policy(settings.policy_file))
+    except KeyFileError:
+        if required:
+            raise
+        return None, "(not checked against a keyring: ESCALATION_KEYRING_FILE is not set)"
+    return keyring, f"(all people of keyring {keyring.version})"
+
+
+def _signer(settings: Settings, keyring: Any) -> Any:
+    """The Slack bridge's own key, which must be a channel of the keyring."""
+    from streams import keys  # noqa: PLC0415
+
+    if settings.slack_key_file is not None:
+        signer = keys.load_private(settings.slack_key_file, name=CHANNEL)
+    elif settings.dev:  # the development keyring made it (streams.identities)
+        signer = keys.load_private(
+            settings.data_dir / "keys" / "channels" / f"{CHANNEL}.key", name=CHANNEL
+        )
+    else:
+        msg = (
+            "ESCALATION_SLACK_KEY_FILE is not set: the Slack service signs answers with a key "
+            "of its own (`escalation keys new`), listed as a channel of the keyring"
+        )
+        raise KeyFileError(msg)
+    holder = keyring.holder(signer.key_id)
+    if holder is None or holder.kind != "channel":
+        msg = (
+            f"the Slack key (key id {signer.key_id}) is not a channel of the keyring "
+            f"{settings.keyring_file or ''}: the gate would refuse every answer it signs"
+        )
+        raise KeyFileError(msg)
+    return signer
+
+
+def _run(
+    settings: Settings,
+    users: Any,
+    channels: Any,
+    keyring: Any,
+    signer: Any,
+    *,
+    token: str,
+    signing_secret: str,
+) -> None:
     from confluent_kafka import Consumer, Producer  # noqa: PLC0415
     from slack_sdk import WebClient  # noqa: PLC0415
     from slack_sdk.http_retry.builtin_handlers import (  # noqa: PLC0415
@@ -71,10 +125,9 @@ def _run(settings: Settings, users: Any, channels: Any, *, token: str, signing_s
         RateLimitErrorRetryHandler,
     )
 
-    from streams.files import read_policy  # noqa: PLC0415
     from streams.kafka.admin import producer_config  # noqa: PLC0415
     from streams.kafka.cli import cluster_bootstrap  # noqa: PLC0415
-    from streams.slack.answers import PolicyRoles  # noqa: PLC0415
+    from streams.slack.answers import KeyringRoles  # noqa: PLC0415
     from streams.slack.metrics import SlackMetrics  # noqa: PLC0415
     from streams.slack.service import Publisher, SlackService, consume, http_server  # noqa: PLC0415
     from streams.slack.store import Store  # noqa: PLC0415
@@ -106,10 +159,10 @@ def _run(settings: Settings, users: Any, channels: Any, *, token: str, signing_s
     service = SlackService(
         client=client,
         signing_secret=signing_secret,
-        answer_secret=settings.approval_secret.get_secret_value(),
+        signer=signer,
         users=users,
         channels=channels,
-        roles=PolicyRoles(read_policy(settings.policy_file)),
+        roles=KeyringRoles.of(keyring.people, relays=keyring.holder(signer.key_id).roles),
         store=store,
         publisher=Publisher(produce, settings.topic("approvals")),
         topics=topics,

@@ -36,6 +36,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import Clock, SignatureVerifier
 
+from streams.keys import Signer
 from streams.models import encode
 from streams.models.codec import canonical_json
 from streams.slack import blocks, track
@@ -98,7 +99,7 @@ class SlackService:
         *,
         client: WebClient,
         signing_secret: str,
-        answer_secret: str,
+        signer: Signer,
         users: Users,
         channels: Channels,
         roles: Roles,
@@ -111,7 +112,7 @@ class SlackService:
         self.client = client
         self.verifier = SignatureVerifier(signing_secret)
         self._signing_secret = signing_secret
-        self._answer_secret = answer_secret
+        self._signer = signer
         self.users = users
         self.channels = channels
         self.roles = roles
@@ -516,7 +517,7 @@ class SlackService:
             person,
             nonce=nonce_for(signature),
             now=now,
-            secret=self._answer_secret,
+            signer=self._signer,
             change_record=change_record,
             false_positive=false_positive,
             reason=f"slack user {slack_user}",

@@ -86,13 +86,15 @@ def judge_answer(
     *,
     policy: Policy,
     now: dt.datetime,
-    signature_valid: bool,
+    refusal: str | None,
 ) -> Judgement:
-    """Accept or refuse a human's answer. A refused answer changes nothing but nonces."""
-    if not answer.signature:
-        return _refuse("unsigned")
-    if not signature_valid:
-        return _refuse("forged")
+    """Accept or refuse a human's answer. A refused answer changes nothing but nonces.
+
+    ``refusal`` is why the keyring refused the answer's signature or signer (``None``:
+    signed by the person it names, or by a channel that may relay it for them).
+    """
+    if refusal is not None:
+        return _refuse("ai_system_cannot_answer" if refusal == "ai_system" else refusal)
     if entry is None:
         return _refuse("unknown_decision")
     if answer.nonce in entry["nonces"]:

@@ -13,7 +13,7 @@ so a record's shape is written down once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -21,6 +21,7 @@ import orjson
 
 from streams.models import HistoryRecord
 from streams.models.codec import canonical_json
+from streams.state.reducers import STATE_SCHEMA_VERSION
 
 Table = Literal["history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy"]
 
@@ -45,8 +46,13 @@ class StateUpdate:
     apply_now: bool = field(default=False, compare=False)
 
     def record(self) -> dict[str, Any]:
-        """The JSON object on the log: ``{"table", "key", "op", ...}``."""
-        return {"table": self.table, "key": self.key, **self.body}
+        """The JSON object on the log: ``{"v", "table", "key", "op", ...}``.
+
+        ``v`` is the schema version (``reducers.STATE_SCHEMA_VERSION``): a record
+        without one was written before versions existed and reads as version 1; a
+        worker leaves a record of a newer version alone rather than guess at it.
+        """
+        return {"v": STATE_SCHEMA_VERSION, "table": self.table, "key": self.key, **self.body}
 
     def kafka_key(self) -> bytes:
         """``table|key``: every update of one key lands on one partition, in order."""
@@ -152,6 +158,40 @@ def history_updates(record: HistoryRecord) -> tuple[StateUpdate, StateUpdate]:
             update_id=update_id,
         ),
     )
+
+
+def import_updates(records: Sequence[HistoryRecord]) -> tuple[StateUpdate, ...]:
+    """The updates of one batch of past incidents (an ``import_history`` command).
+
+    One update per (pattern, action type) with the batch's counts, one per AI system
+    with its verdicts by hour: a batch of 500 incidents over a few AI systems is a few
+    updates, not a thousand. Their id derives from the batch's content, so importing
+    the same file again (the same batches) folds nothing: each key keeps the ids of
+    the batches it folded (``reducers.IMPORT_PREFIX``).
+    """
+    body = b"\n".join(canonical_json(r.model_dump(mode="json")) for r in records)
+    update_id = f"import:{hashlib.sha256(body).hexdigest()[:24]}"
+    counts: dict[str, dict[str, int]] = {}
+    buckets: dict[str, dict[str, list[int]]] = {}
+    for record in records:
+        key = history_key(record.pattern, record.action_type)
+        count = counts.setdefault(key, {"seen": 0, "successes": 0, "failures": 0})
+        success = record.outcome == "success"
+        count["seen"] += 1
+        count["successes" if success else "failures"] += 1
+        hour = str(int(record.at.timestamp()) // 3600 * 3600)
+        bucket = buckets.setdefault(record.ai_system, {}).setdefault(hour, [0, 0])
+        bucket[0] += 1
+        bucket[1] += 1 if record.verdict != "true_positive" else 0
+    history = [
+        StateUpdate("history", key, {"op": "outcomes", **count, "id": update_id})
+        for key, count in counts.items()
+    ]
+    verdicts = [
+        StateUpdate("verdicts", ai_system, {"op": "verdicts", "buckets": hours, "id": update_id})
+        for ai_system, hours in buckets.items()
+    ]
+    return (*history, *verdicts)
 
 
 class Approver(TypedDict):

@@ -15,6 +15,12 @@ from streams.models.context import Context, History, RecentAutonomous
 
 FP_WINDOW_SECONDS = 7 * 86_400
 _BUCKET_SECONDS = 3_600  # FP verdicts are kept in hourly buckets: at most 168 per AI system
+#: Schema version of the records on ``state`` and ``state.folded``. Records without one
+#: were written before versions existed and read as version 1.
+STATE_SCHEMA_VERSION = 1
+#: ``prune`` keeps this much more than a window, so that a proposal redelivered after a
+#: crash (judged at its own, earlier, timestamp) still sees what it saw the first time.
+PRUNE_MARGIN = 2
 
 State = dict[str, Any]
 
@@ -103,13 +109,46 @@ def record_autonomous(
     """Remember an autonomous execution for the velocity guard (idempotent by id).
 
     ``offset`` is the proposal's offset in its partition: a service's proposals share
-    one partition, so offsets order them exactly, also when timestamps tie.
+    one partition, so offsets order them exactly, also when timestamps tie. The value
+    keeps its window, so that :func:`prune` knows what it may drop.
     """
     horizon = _epoch(at) - window_seconds
     entries = [e for e in (old or {}).get("recent", []) if float(e[0]) >= horizon]
     if not any(e[1] == decision_id for e in entries):
         entries.append([_epoch(at), decision_id, offset])
-    return {"recent": entries}
+    return {"recent": entries, "window": window_seconds}
+
+
+def prune(table: str, value: State | None, now: float) -> State | None:
+    """``value`` without the entries its window no longer needs; ``None``: drop the key.
+
+    Velocity entries older than ``PRUNE_MARGIN`` windows and verdict buckets older than
+    ``PRUNE_MARGIN`` weeks leave the value; a value left with none leaves its table
+    (and, written by its owner, the compacted ``state.folded``). Every reader already
+    ignores what is pruned (``recent_autonomous``, ``ai_fp_rate``), so pruning changes
+    memory, never a decision. Other tables are returned as they are.
+    """
+    if value is None:
+        return None
+    if table == "velocity":
+        window = float(value.get("window", 600))
+        horizon = now - PRUNE_MARGIN * window
+        recent = [e for e in value.get("recent", []) if float(e[0]) >= horizon]
+        if not recent:
+            return None
+        if len(recent) == len(value.get("recent", [])):
+            return value
+        return {**value, "recent": recent}
+    if table == "verdicts":
+        horizon = now - PRUNE_MARGIN * FP_WINDOW_SECONDS - _BUCKET_SECONDS
+        buckets = value.get("buckets", {})
+        kept = {k: v for k, v in buckets.items() if int(k) >= horizon}
+        if not kept:
+            return None
+        if len(kept) == len(buckets):
+            return value
+        return {**value, "buckets": kept}
+    return value
 
 
 def recent_autonomous(
@@ -142,17 +181,58 @@ def recent_autonomous(
 
 
 TABLES = ("history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy")
-_RECENT_IDS = 512  # update ids remembered per key, to drop a redelivered update
+_RECENT_IDS = 64  # other update ids remembered per key, to drop a redelivered update
+IMPORT_PREFIX = "import:"  # ids of imported history, derived from the content
+
+
+def _origin(update_id: str) -> tuple[str, int] | None:
+    """``(topic:partition:table, offset)`` of an id ``topic:partition:offset:table``.
+
+    Those ids (``Origin.update_id``) name the input record that caused the update. A
+    worker handles an input partition in offset order, so per key and input partition
+    the highest offset folded is a watermark: anything at or below it is a redelivery.
+    Memory per key: one number per input partition, however many updates it folded.
+    """
+    parts = update_id.split(":")
+    if len(parts) != 4 or not parts[2].isdigit():  # topic:partition:offset:table
+        return None
+    return f"{parts[0]}:{parts[1]}:{parts[3]}", int(parts[2])
 
 
 def _dedupe(old: State | None, update_id: str | None) -> bool:
     """True when this update was already applied to this key (at-least-once redelivery)."""
-    return bool(update_id) and update_id in (old or {}).get("_ids", ())
+    if not update_id:
+        return False
+    origin = _origin(update_id)
+    if origin is not None:
+        source, offset = origin
+        mark = (old or {}).get("_wm", {}).get(source)
+        return isinstance(mark, int) and offset <= mark
+    if update_id.startswith(IMPORT_PREFIX):
+        return update_id in (old or {}).get("_imports", ())
+    return update_id in (old or {}).get("_ids", ())
 
 
 def _remember(new: State, old: State | None, update_id: str | None) -> State:
+    marks = (old or {}).get("_wm")
+    ids = (old or {}).get("_ids")
+    imports = (old or {}).get("_imports")
     if update_id:
-        new["_ids"] = [*(old or {}).get("_ids", []), update_id][-_RECENT_IDS:]
+        origin = _origin(update_id)
+        if origin is not None:
+            marks = {**(marks or {}), origin[0]: origin[1]}
+        elif update_id.startswith(IMPORT_PREFIX):
+            # Every import id is kept: a rerun of the same file, however much later,
+            # folds nothing (one id per imported batch and key: streams/history_import.py).
+            imports = [*(imports or []), update_id]
+        elif new.get("recent") is None:  # velocity entries carry their own ids
+            ids = [*(ids or []), update_id][-_RECENT_IDS:]
+    if marks:
+        new["_wm"] = marks
+    if ids:
+        new["_ids"] = ids
+    if imports:
+        new["_imports"] = imports
     return new
 
 
@@ -166,6 +246,9 @@ def apply_update(old: State | None, update: Mapping[str, Any]) -> State | None:
     """
     op = update.get("op")
     update_id = update.get("id")
+    version = update.get("v", 1)
+    if not isinstance(version, int) or version > STATE_SCHEMA_VERSION:
+        return None  # written by a newer gate: never guessed at (the mirror logs it)
     if _dedupe(old, update_id):
         return None
     at = _instant(update.get("at")) or dt.datetime.fromtimestamp(0, tz=dt.UTC)
@@ -196,9 +279,43 @@ def apply_update(old: State | None, update: Mapping[str, Any]) -> State | None:
         )
     elif op == "policy":
         new = {k: update.get(k) for k in ("yaml", "digest", "by")}
+    elif op == "outcomes":
+        new = _apply_counts(old, update)
+    elif op == "verdicts":
+        new = _apply_buckets(old, update)
     else:
         return None
     return _remember(new, old, update_id)
+
+
+def _apply_counts(old: State | None, update: Mapping[str, Any]) -> State:
+    """Several outcomes of one pattern and action at once (an imported batch)."""
+    value = {k: int((old or {}).get(k, 0)) for k in ("seen", "successes", "failures")}
+    for k in value:
+        count = update.get(k, 0)
+        value[k] += count if isinstance(count, int) and count > 0 else 0
+    return value
+
+
+def _apply_buckets(old: State | None, update: Mapping[str, Any]) -> State:
+    """Several verdicts on one AI system at once, by hour (an imported batch)."""
+    buckets: dict[str, list[int]] = {
+        k: [int(v[0]), int(v[1])] for k, v in (old or {}).get("buckets", {}).items()
+    }
+    newest = max((int(k) for k in buckets), default=0)
+    for hour, counts in dict(update.get("buckets") or {}).items():
+        try:
+            start = int(hour) // _BUCKET_SECONDS * _BUCKET_SECONDS
+            total, fps = int(counts[0]), int(counts[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if total <= 0 or not 0 <= fps <= total:
+            continue
+        current = buckets.get(str(start), [0, 0])
+        buckets[str(start)] = [current[0] + total, current[1] + fps]
+        newest = max(newest, start)
+    horizon = newest - FP_WINDOW_SECONDS - _BUCKET_SECONDS
+    return {"buckets": {k: v for k, v in buckets.items() if int(k) >= horizon}}
 
 
 def _instant(epoch: Any) -> dt.datetime | None:

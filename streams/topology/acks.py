@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from streams.kafka.sink import DeliveryError, Sink
+from streams.errors import DeliveryError
+from streams.kafka.sink import Sink
 from streams.topology.assignment import Assignment, Fatal
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ confluent-kafka producer, ``streams/kafka/sink.py``)::
     outcomes, error-budgets, control ──► [input agents] ──► state (keyed by table key)
     lifecycle, approvals ──► [lifecycle agent] ──► pending entries in memory,
                         updates back to lifecycle; execute / abort commands; oncall
-    every agent, the approval timer ──► audit (hash-chained per partition), dlq
+    every agent, the approval timer ──► audit (a hash chain per input topic-partition,
+                        signed checkpoints every few seconds), dlq
 
 Each agent decodes (``decode``), calls its handler in ``streams.handlers`` with the
 state it needs and the instant, and emits the returned effects (``emitter.py``).
@@ -26,12 +27,14 @@ import os
 import time
 from typing import Any, TypeVar
 
+from aiokafka.partitioner import murmur2
 from pydantic import BaseModel
 
-from streams import handlers
+from streams import handlers, keys
 from streams.audit.chain import ChainHead
-from streams.errors import InputError
+from streams.errors import InputError, KeyFileError
 from streams.handlers import Effects, Origin
+from streams.kafka.security import aiokafka_config, confluent_config
 from streams.kafka.sink import Sink
 from streams.metrics import Metrics
 from streams.models import (
@@ -43,25 +46,54 @@ from streams.models import (
     Proposal,
     decode,
 )
-from streams.models.codec import parse_json
+from streams.models.codec import decode_with_body, parse_json
 from streams.policy import Policy, parse_policy
+from streams.policy.keyring import Keyring
 from streams.settings import Settings
-from streams.signing import signature_ok
 from streams.state import reducers
 from streams.state.records import PendingEntry
 from streams.topology.acks import consume
 from streams.topology.approvals import Approvals
 from streams.topology.assignment import Assignment
+from streams.topology.checkpoints import Checkpoints
 from streams.topology.config import app_id, faust_args
 from streams.topology.emitter import Emitter
 from streams.topology.mirror import Mirror
 from streams.topology.sealer import Sealer
+from streams.topology.snapshot import Snapshots
 from streams.topology.transport import App
 from streams.topology.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _gate_keys(settings: Settings) -> keys.PublicKeys | None:
+    """The gate's public keys, so the re-sync ignores a forged checkpoint."""
+    try:
+        return keys.gate_public_keys(settings)
+    except Exception:  # a verifier that cannot be built leaves the re-sync as before
+        log.exception("the gate's public keys cannot be read: checkpoints are not verified")
+        return None
+
+
+def _decision_signer(settings: Settings) -> keys.Signer | None:
+    """The gate's key, which signs every decision and page (streams/topology/emitter.py).
+
+    Without one the gate still decides, unsigned: executors refuse unsigned records,
+    so nothing executes (toward humans), and this says why, loudly.
+    """
+    try:
+        return keys.gate_signer(settings)
+    except KeyFileError as exc:
+        log.error("decisions are NOT signed, executors will refuse them: %s", exc)  # noqa: TRY400
+        return None
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka's) gives ``key``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def origin_of(event: Any) -> Origin:
@@ -81,8 +113,15 @@ class Gate:
         metrics: Metrics,
         *,
         bootstrap: str,
+        keyring: Keyring,
     ) -> None:
         self.settings = settings
+        # Who may sign what (streams/policy/keyring.py); its digest is in every decision.
+        self.keyring = keyring
+        self.gate_keys = _gate_keys(settings)
+        # The proposals topic's real partition count (placement of misplaced proposals).
+        self.proposal_partitions = settings.partitions
+        policy.bind_keyring(keyring.digest)
         self.policy = policy
         self.metrics = metrics
         self.bootstrap = bootstrap
@@ -100,15 +139,24 @@ class Gate:
         # co-partitioned, so the pending entry and its answers meet on one worker.
         self.t_answers = self.app.topic(topic("lifecycle"), topic("approvals"), **raw)
         self.lifecycle_topic = topic("lifecycle")
-        self.sink = Sink(bootstrap, linger_ms=settings.linger_ms)
+        # Kafka security settings of every client (streams/kafka/security.py).
+        self.sink = Sink(bootstrap, linger_ms=settings.linger_ms, **confluent_config(settings))
         self.sink.on_fatal = self._fatal
         # Keys and values are JSON in the changelogs (faust picks "json" for str keys).
         checkpoints = self.app.Table("audit-heads", key_type=str, partitions=settings.partitions)
         self.sealer = Sealer(settings, checkpoints)
         self.approvals = Approvals()
-        self.mirror = Mirror(bootstrap, topic("state"))
+        self.mirror = Mirror(bootstrap, topic("state"), client=aiokafka_config(settings))
         self.mirror.on_applied = lambda table: self.metrics.state_applied.labels(table).inc()
         self.mirror.listeners.append(self._on_state)
+        # Each state partition's owner writes its folded values to state.folded, so a
+        # restart reads the live keys, not the whole history (streams/topology/snapshot.py).
+        folded = topic("state.folded")
+        self.snapshots = Snapshots(
+            self.mirror,
+            lambda key, value, p: self.sink.produce(folded, value, key=key, partition=p),  # type: ignore[arg-type] # None: a tombstone
+            owned=self._owned_state,
+        )
         self.emitter = Emitter(
             settings,
             sink=self.sink,
@@ -116,16 +164,30 @@ class Gate:
             approvals=self.approvals,
             metrics=metrics,
             apply_state=self.mirror.apply,
+            signer=_decision_signer(settings),
         )
+        # Signed checkpoints of the chains this worker holds (streams/audit/checkpoint.py):
+        # every audit_checkpoint_seconds, and a final one when partitions are revoked
+        # (before the flush) and when the worker stops.
+        self.checkpoints = Checkpoints(
+            settings, sealer=self.sealer, sink=self.sink, metrics=metrics
+        )
+        self.sources = {
+            topic(name): name
+            for name in ("proposals", "outcomes", "error-budgets", "control", "lifecycle",
+                         "approvals")
+        }  # fmt: skip
         self.assignment = Assignment(
             bootstrap=bootstrap,
             group=self.app.conf.id,
-            proposals_topic=self.t_proposals.get_topic_name(),
+            sources=self.sources,
             lifecycle_topic=self.lifecycle_topic,
             audit_topic=topic("audit"),
             on_ready=self._on_ready,
-            flush=lambda: self.sink.flush(seconds=10.0),
+            flush=self.checkpoints.give_up,
             fatal=self._fatal,
+            gate_keys=_gate_keys(settings) if self.checkpoints.checkpointer else None,
+            client=confluent_config(settings),
         )
         self.app.on_partitions_revoked.connect(self.assignment.on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self.assignment.on_assigned)  # type: ignore[arg-type] # faust stub
@@ -154,6 +216,9 @@ class Gate:
         self._agent(self.t_control, "control", self.on_control)
         self._agent(self.t_answers, "lifecycle", self.on_lifecycle_or_answer)
         self.app.timer(settings.tick_seconds)(self._tick)
+        self.app.timer(settings.state_snapshot_seconds)(self.snapshots.tick)
+        self.app.timer(settings.audit_checkpoint_seconds)(self._checkpoint)
+        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type] # faust stub
         self.app.timer(min(30.0, settings.stall_seconds / 3))(self.watchdog.check)
         self.app.task(self._start_mirror)
         self._policy_gauges()
@@ -169,13 +234,28 @@ class Gate:
 
     def _on_ready(
         self,
-        partitions: set[int],
+        chains: set[str],
         heads: dict[str, ChainHead],
         pending: dict[int, dict[str, PendingEntry]],
     ) -> None:
         self.watchdog.reset()
         self.approvals.adopt(pending)
-        self.sealer.adopt(partitions, heads)
+        self.sealer.adopt(chains, heads)
+        # The heads this worker now holds, signed at once: the next re-sync of these
+        # partitions stops here instead of reading back to each chain's last event.
+        self.checkpoints.write()
+
+    async def _checkpoint(self) -> None:
+        if self.assignment.ready.is_set():
+            self.checkpoints.write()
+
+    async def _on_shutdown(self, _sender: Any, **_kw: Any) -> None:
+        """The worker stops (its agents no longer run): a final checkpoint, flushed."""
+        if self.assignment.ready.is_set():
+            self.assignment.ready.clear()
+            left = await self.checkpoints.give_up()
+            if left:
+                log.warning("%d records still queued when the worker stopped", left)
 
     def _agent(self, source: Any, name: str, handle: Any) -> None:
         async def agent(stream: Any) -> None:
@@ -196,6 +276,13 @@ class Gate:
 
     async def _start_mirror(self) -> None:
         await self.mirror.start()
+
+    def _owned_state(self) -> set[int]:
+        """The state partitions this worker folds for everyone: its proposals partitions."""
+        if not self.assignment.ready.is_set():
+            return set()
+        proposals = self.t_proposals.get_topic_name()
+        return {tp.partition for tp in self.assignment.assigned if tp.topic == proposals}
 
     def _policy_gauges(self) -> None:
         self.metrics.policy_info.clear()
@@ -220,6 +307,11 @@ class Gate:
             # Validated before it was stored; a bad value here keeps the old policy.
             log.exception("stored policy does not validate; keeping v%s", self.policy.version)
             return
+        if policy.keyring_sha256 not in (None, self.keyring.digest):
+            log.error("stored policy v%s pins another keyring; keeping v%s", policy.version,
+                      self.policy.version)  # fmt: skip
+            return
+        policy.bind_keyring(self.keyring.digest)
         self.policy = policy
         self._policy_gauges()
         log.info("policy v%s (%s) in force", policy.version, policy.digest[:12])
@@ -239,14 +331,29 @@ class Gate:
             )
 
     def emit(self, event: Any, effects: Effects) -> None:
-        """Emit the effects of one input event (sealed on its partition's chain)."""
-        self.emitter.emit(effects, event.message.partition)
+        """Emit the effects of one input event (sealed on its topic-partition's chain)."""
+        m = event.message
+        self.emitter.emit(effects, m.partition, source=self.sources[m.topic])
 
     def decode(self, event: Any, model: type[M], logical_topic: str) -> M | None:
         """The decoded message, or ``None`` after dead-lettering it."""
         self.metrics.inc(self.metrics.messages, logical_topic)
         try:
             return decode(
+                model, event.message.value or b"", max_bytes=self.settings.max_message_bytes
+            )
+        except InputError as exc:
+            self.dead_letter(event, exc, logical_topic)
+            return None
+
+    def decode_signed(
+        self, event: Any, model: type[M], logical_topic: str
+    ) -> tuple[M, dict[str, Any]] | None:
+        """The decoded message and its JSON object (what its signature covers), or
+        ``None`` after dead-lettering it."""
+        self.metrics.inc(self.metrics.messages, logical_topic)
+        try:
+            return decode_with_body(
                 model, event.message.value or b"", max_bytes=self.settings.max_message_bytes
             )
         except InputError as exc:
@@ -269,6 +376,11 @@ class Gate:
         if proposal is None:
             return None
         origin = origin_of(event)
+        home = home_partition(proposal.action.target.service.encode(), self.proposal_partitions)
+        moved = handlers.misplaced(proposal, origin, home)
+        if moved is not None:  # another partitioner than murmur2: decided where it belongs
+            self.emit(event, moved)
+            return None
         decided = handlers.decide(proposal, self.mirror, self.policy, origin)
         self._review_overdue(decided.policy_overdue)
         self.emit(event, decided.effects)
@@ -276,19 +388,37 @@ class Gate:
         return decided.decision
 
     def on_outcome(self, event: Any) -> None:
-        outcome = self.decode(event, Outcome, "outcomes")
-        if outcome is not None:
-            self.emit(event, handlers.on_outcome(outcome, origin_of(event), self.policy.oncall))
+        decoded = self.decode_signed(event, Outcome, "outcomes")
+        if decoded is not None:
+            outcome, body = decoded
+            effects = handlers.on_signed_outcome(
+                outcome, body, origin_of(event), keyring=self.keyring, oncall=self.policy.oncall
+            )
+            self.emit(event, effects)
 
     def on_budget(self, event: Any) -> None:
-        update = self.decode(event, ErrorBudgetUpdate, "error-budgets")
-        if update is not None:
-            self.emit(event, handlers.on_budget(update))
+        decoded = self.decode_signed(event, ErrorBudgetUpdate, "error-budgets")
+        if decoded is not None:
+            update, body = decoded
+            self.emit(
+                event,
+                handlers.on_signed_budget(update, body, origin_of(event), keyring=self.keyring),
+            )
 
     def on_control(self, event: Any) -> None:
-        command = self.decode(event, ControlCommand, "control")
-        if command is not None:
-            self.emit(event, handlers.on_control(command, origin_of(event)))
+        decoded = self.decode_signed(event, ControlCommand, "control")
+        if decoded is not None:
+            command, body = decoded
+            effects = handlers.on_control(
+                command,
+                body,
+                origin_of(event),
+                keyring=self.keyring,
+                policy=self.policy,
+                gate_keys=self.gate_keys,
+                policy_stored=self.mirror.get("policy", "current") is not None,
+            )
+            self.emit(event, effects)
 
     def on_lifecycle_or_answer(self, event: Any) -> None:
         if event.message.topic == self.lifecycle_topic:
@@ -296,16 +426,17 @@ class Gate:
             # worker's own, read back): folded into the pending entries.
             self.approvals.fold(event.message.partition, parse_json(event.message.value))
             return
-        answer = self.decode(event, ApprovalResponse, "approvals")
-        if answer is None:
+        decoded = self.decode_signed(event, ApprovalResponse, "approvals")
+        if decoded is None:
             return
-        signed = signature_ok(answer, self.settings.approval_secret.get_secret_value())
+        answer, body = decoded
         effects = handlers.on_answer(
             answer,
+            body,
             self.approvals.get(answer.decision_id),
             policy=self.policy,
+            keyring=self.keyring,
             origin=origin_of(event),
-            signature_valid=signed,
         )
         self.emit(event, effects)
 
@@ -329,4 +460,4 @@ class Gate:
             if effects is None or partition is None:
                 self.approvals.close(decision_id)
                 continue
-            self.emitter.emit(effects, partition)
+            self.emitter.emit(effects, partition, source="lifecycle")

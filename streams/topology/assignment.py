@@ -4,15 +4,17 @@ must finish before it handles anything of a new assignment."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from streams.audit.chain import ChainHead
+from streams.audit.chain import ChainHead, chain_for
+from streams.audit.resync import chain_heads
+from streams.keys import PublicKeys
 from streams.state.records import PendingEntry
 from streams.topology.pending import load_pending
-from streams.topology.resync import last_heads
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,25 @@ class Assignment:
         *,
         bootstrap: str,
         group: str,
-        proposals_topic: str,
+        sources: Mapping[str, str],
         lifecycle_topic: str,
         audit_topic: str,
         on_ready: Callable[
-            [set[int], dict[str, ChainHead], dict[int, dict[str, PendingEntry]]], None
+            [set[str], dict[str, ChainHead], dict[int, dict[str, PendingEntry]]], None
         ],
         flush: Callable[[], Any],
         fatal: Fatal,
+        gate_keys: PublicKeys | None = None,
+        client: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        # Kafka security settings of every reader (streams.kafka.security).
+        self.client = dict(client or {})
         self.group = group
-        self.proposals_topic = proposals_topic
+        # Input topic (full name) -> logical name: each assigned partition of one is a
+        # chain this worker writes (``proposals:3``).
+        self.sources = dict(sources)
+        self.gate_keys = gate_keys
         self.lifecycle_topic = lifecycle_topic
         self.audit_topic = audit_topic
         self.on_ready = on_ready
@@ -81,16 +90,37 @@ class Assignment:
         self.ready.clear()
         assigned: set[Any] = args[0] if args else set()
         self.assigned = set(assigned)
-        partitions = {tp.partition for tp in assigned if tp.topic == self.proposals_topic}
+        chains = {
+            chain_for(self.sources[tp.topic], tp.partition)
+            for tp in assigned
+            if tp.topic in self.sources
+        }
         owned = {tp.partition for tp in assigned if tp.topic == self.lifecycle_topic}
         self._generation += 1
         if self._task is not None:
             self._task.cancel()
         self._task = asyncio.create_task(
-            self._resync(self._generation, partitions, owned), name="assignment-resync"
+            self._resync(self._generation, chains, owned), name="assignment-resync"
         )
 
-    async def _resync(self, generation: int, partitions: set[int], owned: set[int]) -> None:
+    def _read_heads(self, chains: set[str]) -> dict[str, ChainHead]:
+        wanted: dict[int, set[str]] = {}
+        for chain in chains:
+            wanted.setdefault(int(chain.rsplit(":", 1)[1]), set()).add(chain)
+        heads, stats = chain_heads(
+            self.bootstrap, self.audit_topic, wanted, keys=self.gate_keys, client=self.client
+        )
+        log.info(
+            "audit heads of %d chains in %d partitions: %d records in %d windows, %.3fs",
+            len(chains),
+            stats.partitions,
+            stats.records,
+            stats.windows,
+            stats.seconds,
+        )
+        return heads
+
+    async def _resync(self, generation: int, chains: set[str], owned: set[int]) -> None:
         """The re-reads of one assignment; ``ready`` is set once they are in place.
 
         If either cannot be read (three tries), the worker exits and is restarted:
@@ -100,18 +130,16 @@ class Assignment:
         started = time.monotonic()
         pending = await self._reread(
             "pending approvals",
-            load_pending,
+            functools.partial(load_pending, client=self.client),
             self.bootstrap,
             self.lifecycle_topic,
             self.group,
             owned,
         )
-        heads = await self._reread(
-            "audit chain heads", last_heads, self.bootstrap, self.audit_topic, partitions
-        )
+        heads = await self._reread("audit chain heads", self._read_heads, chains)
         if pending is None or heads is None or generation != self._generation:
             return  # exiting, or a newer assignment (or a revocation) superseded this one
-        self.on_ready(partitions, heads, pending)
+        self.on_ready(chains, heads, pending)
         log.info("assignment ready after %.2fs", time.monotonic() - started)
         self.ready.set()
 

@@ -35,7 +35,11 @@ FAUST_ARGS: dict[str, Any] = {
 
 def faust_args(settings: Settings, bootstrap: str) -> dict[str, Any]:
     """Every ``faust.App`` keyword argument of a gate worker with these settings."""
+    from streams.kafka.security import faust_credentials  # noqa: PLC0415
+
+    credentials = faust_credentials(settings)
     return {
+        **({"broker_credentials": credentials} if credentials is not None else {}),
         "broker": f"kafka://{bootstrap}",
         "store": settings.store,
         "datadir": str(settings.data_dir / "faust"),

@@ -5,13 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
+from streams.audit.chain import chain_for
 from streams.handlers import Effects
 from streams.kafka.sink import Sink
+from streams.keys import Signer
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state.records import StateUpdate, lifecycle_record
 from streams.topology.approvals import Approvals
 from streams.topology.sealer import Sealer
+
+#: Logical topics whose records carry the gate's signature (streams/keys.py): what
+#: executors act on and what pages humans.
+SIGNED_TOPICS = frozenset(
+    {"decisions.execute", "decisions.approve", "decisions.assist", "decisions.manual", "oncall"}
+)
 
 
 class Emitter:
@@ -27,8 +37,11 @@ class Emitter:
         approvals: Approvals,
         metrics: Metrics,
         apply_state: Callable[[dict[str, Any]], bool],
+        signer: Signer | None = None,
     ) -> None:
         self.sink = sink
+        # The gate's key: every record on decisions.* and oncall is signed with it.
+        self.signer = signer
         self.sealer = sealer
         self.approvals = approvals
         self.metrics = metrics
@@ -46,16 +59,23 @@ class Emitter:
             full = self._topics[name] = self._topic(name)
         return full
 
-    def emit(self, effects: Effects, partition: int) -> None:
-        """Emit everything one input on ``partition`` caused.
+    def emit(self, effects: Effects, partition: int, *, source: str) -> None:
+        """Emit everything one input on partition ``partition`` of ``source`` caused.
 
-        Audit events are sealed first (the one step that can refuse), so nothing is
+        ``source`` is the logical input topic: the audit events go on its chain for
+        that partition (``proposals:3``), in audit partition ``partition``. Audit
+        events are sealed first (the one step that can refuse), so nothing is
         produced unless every event has its place on the chain.
         """
-        chain, audits = self.sealer.seal(partition, effects.audits) if effects.audits else ("", [])
+        chain, audits = (
+            self.sealer.seal(chain_for(source, partition), effects.audits)
+            if effects.audits
+            else ("", [])
+        )
         produce = self.sink.produce
         for send in effects.sends:
-            produce(self.topic(send.topic), send.value, key=send.key)
+            value = self._sign(send.value) if send.topic in SIGNED_TOPICS else send.value
+            produce(self.topic(send.topic), value, key=send.key, partition=send.partition)
         for entry in effects.entries:
             self.approvals.store(partition, entry)
             produce(
@@ -75,6 +95,15 @@ class Emitter:
                 self.metrics.inc(counter, *count.labels)
             else:
                 counter.inc()
+
+    def _sign(self, value: bytes) -> bytes:
+        """The record with the gate's signature (Ed25519 over its canonical JSON, key id).
+
+        Unsigned without a key: executors refuse unsigned records (fail toward humans).
+        """
+        if self.signer is None:
+            return value
+        return orjson.dumps(self.signer.sign(orjson.loads(value)))
 
     def send_state(self, update: StateUpdate) -> None:
         """Append a state update to the ``state`` log (and fold it now if it says so)."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -42,7 +44,13 @@ def _group_reader(bootstrap: str, group: str, **extra: object) -> Consumer:
 
 
 def load_pending(
-    bootstrap: str, topic: str, group: str, partitions: set[int], *, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    group: str,
+    partitions: set[int],
+    *,
+    timeout: float = 60.0,
+    client: Mapping[str, Any] | None = None,
 ) -> dict[int, dict[str, Entry]]:
     """Pending entries by partition, folded up to ``group``'s committed offsets.
 
@@ -52,7 +60,7 @@ def load_pending(
     pending: dict[int, dict[str, Entry]] = {p: {} for p in partitions}
     if not partitions:
         return pending
-    consumer = _group_reader(bootstrap, group, **{"enable.partition.eof": True})
+    consumer = _group_reader(bootstrap, group, **{"enable.partition.eof": True, **(client or {})})
     deadline = time.monotonic() + timeout
     try:
         committed = consumer.committed(
@@ -99,7 +107,12 @@ def load_pending(
 
 
 def progress(
-    bootstrap: str, group: str, tps: set[tuple[str, int]], *, timeout: float = 10.0
+    bootstrap: str,
+    group: str,
+    tps: set[tuple[str, int]],
+    *,
+    timeout: float = 10.0,
+    client: Mapping[str, Any] | None = None,
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """``(committed offset, end offset)`` of ``group`` on each (topic, partition).
 
@@ -109,7 +122,7 @@ def progress(
     out: dict[tuple[str, int], tuple[int, int]] = {}
     if not tps:
         return out
-    consumer = _group_reader(bootstrap, group)
+    consumer = _group_reader(bootstrap, group, **(client or {}))
     try:
         wanted = [TopicPartition(topic, partition) for topic, partition in sorted(tps)]
         for tp in consumer.committed(wanted, timeout=timeout):

@@ -1,7 +1,9 @@
-"""Sealing audit events onto this worker's hash chains, one chain per input partition.
+"""Sealing audit events onto this worker's hash chains, one chain per input topic-partition.
 
-The audit topic is each chain's own log: its last record is the head, and a worker
-re-syncs from it on assignment (streams/topology/resync.py) before it seals anything.
+A chain is named by what it seals (``proposals:3``, streams/audit/chain.py): one
+writer each, by the consumer group's assignment. The audit topic is each chain's
+own log: a worker re-syncs the heads of its chains from it on assignment
+(streams/audit/resync.py) before it seals anything.
 A changelogged table keeps a checkpoint of each head, written at most once a second,
 used only when the topic could not be read.
 """
@@ -28,13 +30,21 @@ class Sealer:
         self._synced: dict[str, ChainHead] = {}
         self._checkpointed: dict[str, float] = {}
 
-    def adopt(self, partitions: set[int], heads: dict[str, ChainHead]) -> None:
-        """The heads read from the audit topic for a new assignment."""
+    def adopt(self, chains: set[str], heads: dict[str, ChainHead]) -> None:
+        """The heads read from the audit topic for a new assignment's chains."""
         self._heads.clear()
         self._synced.clear()
-        for partition in partitions:
-            chain = f"p{partition}"
+        for chain in chains:
             self._synced[chain] = heads.get(chain, ChainHead.empty(chain))
+
+    def held(self) -> dict[str, ChainHead]:
+        """The head of every chain this worker holds (what a checkpoint signs)."""
+        return {**self._synced, **self._heads}
+
+    def release(self) -> None:
+        """Forget every head: the chains go to their next owner (partitions revoked)."""
+        self._heads.clear()
+        self._synced.clear()
 
     def _head(self, chain: str) -> ChainHead:
         head = self._heads.get(chain)
@@ -50,15 +60,14 @@ class Sealer:
         stored = self.checkpoints.get(chain)
         return ChainHead.from_dict(stored) if stored else ChainHead.empty(chain)
 
-    def seal(self, partition: int, drafts: tuple[AuditDraft, ...]) -> tuple[str, list[bytes]]:
-        """Seal ``drafts`` in order onto partition ``partition``'s chain: (chain, records).
+    def seal(self, chain: str, drafts: tuple[AuditDraft, ...]) -> tuple[str, list[bytes]]:
+        """Seal ``drafts`` in order onto ``chain``: (chain, records).
 
         The new head is kept only once every draft is sealed, so a failure leaves the
         chain as it was. Synchronous on purpose: reading the head, sealing and storing
         the new head happen with no ``await`` between them, so agents sharing a chain
         cannot interleave inside it.
         """
-        chain = f"p{partition}"
         head = self._head(chain)
         records: list[bytes] = []
         for draft in drafts:

@@ -11,6 +11,7 @@ partition to a worker that serves it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -58,7 +59,11 @@ class Watchdog:
         }
         try:
             offsets = await asyncio.get_running_loop().run_in_executor(
-                None, progress, self.bootstrap, self.app.conf.id, tps
+                None,
+                functools.partial(progress, client=self.assignment.client),
+                self.bootstrap,
+                self.app.conf.id,
+                tps,
             )
         except Exception as exc:
             log.warning("stall watchdog could not read offsets: %s", exc)

@@ -9,33 +9,50 @@ from typing import Any
 
 from streams.metrics import Metrics
 from streams.models import ControlCommand, encode
-from streams.settings import DEFAULT_APPROVAL_SECRET, Settings
+from streams.settings import Settings
+from streams.signing import sign_command
 
 log = logging.getLogger(__name__)
 
 
 def build_gate(settings: Settings, bootstrap: str, metrics: Metrics | None = None) -> Any:
-    """The Gate for these settings, with the policy file loaded (it must validate)."""
+    """The Gate for these settings, with the policy file and the keyring loaded (both must
+    validate, and the policy must accept the keyring)."""
     from streams.files import read_policy  # noqa: PLC0415
+    from streams.identities import keyring_for  # noqa: PLC0415
     from streams.topology.app import Gate  # noqa: PLC0415
 
     policy = read_policy(settings.policy_file)
-    return Gate(settings, policy, metrics or Metrics(), bootstrap=bootstrap)
+    keyring = keyring_for(settings, policy)
+    return Gate(settings, policy, metrics or Metrics(), bootstrap=bootstrap, keyring=keyring)
 
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING") -> None:
     """Run until SIGTERM/SIGINT. Creates topics first (idempotent)."""
-    from streams.kafka.admin import create_topics, wait_for_broker  # noqa: PLC0415
+    from streams.kafka.admin import (  # noqa: PLC0415
+        check_gate_clock,
+        create_topics,
+        partition_counts,
+        wait_for_broker,
+    )
+    from streams.kafka.security import confluent_config  # noqa: PLC0415
+    from streams.keys import gate_signer  # noqa: PLC0415
 
-    if settings.approval_secret.get_secret_value() == DEFAULT_APPROVAL_SECRET:
-        log.warning(
-            "ESCALATION_APPROVAL_SECRET is the built-in default: anyone who reads the source "
-            "can sign approvals. Set a secret of your own before production."
-        )
-    wait_for_broker(bootstrap, timeout=60.0)
+    # Refused before anything runs: no key of its own, no keyring (unless ESCALATION_DEV).
+    signer = gate_signer(settings)
+    if settings.dev:
+        log.warning("development mode (ESCALATION_DEV): keys and keyring under %s; "
+                    "never in production", settings.data_dir)  # fmt: skip
+    wait_for_broker(bootstrap, timeout=60.0, **confluent_config(settings))
     create_topics(settings, bootstrap)
+    # The instant a record is judged at is the broker's, never the producer's.
+    check_gate_clock(settings, bootstrap)
     metrics = Metrics()
     gate = build_gate(settings, bootstrap, metrics)
+    proposals = settings.topic("proposals")
+    gate.proposal_partitions = partition_counts(bootstrap, [proposals], settings=settings).get(
+        proposals, settings.partitions
+    )
     port = metrics.serve(settings.metrics_port, addr=settings.metrics_addr)
     log.warning("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
     if settings.metrics_port_file is not None:
@@ -49,6 +66,8 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
         if stored:
             gate.adopt_policy(stored)
             return
+        # A fresh cluster: the deployment's own policy file, signed with the gate's key
+        # (accepted only while no policy is stored: it cannot replace a human's load).
         command = ControlCommand(
             schema_version=1,
             command="reload_policy",
@@ -57,7 +76,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
             reason=f"initial policy from {settings.policy_file}",
             at=dt.datetime.now(tz=dt.UTC),
         )
-        await gate.t_control.send(key=b"control", value=encode(command))
+        await gate.t_control.send(key=b"control", value=encode(sign_command(command, signer)))
 
     faust_worker(gate.app, loglevel).execute_from_commandline()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from harness import Worker
+from harness import Identities, Worker
 
 from streams.kafka.admin import create_topics, wait_for_broker
 from streams.kafka.launcher import LocalKafka
@@ -68,6 +68,21 @@ def kafka_broker(_local_kafka: LocalKafka | None) -> Iterator[LocalKafka]:
     yield _local_kafka
     if not _local_kafka.running:
         _local_kafka.start()
+
+
+@pytest.fixture(scope="session")
+def identities(tmp_path_factory: pytest.TempPathFactory) -> Identities:
+    """Keys for the policy's people, the channels, an executor, an SLO source and the
+    gate, and the keyring listing them: made once for the session."""
+    return Identities.make(tmp_path_factory.mktemp("identities"))
+
+
+@pytest.fixture(autouse=True)
+def _identity_env(identities: Identities, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every Settings() a test builds, and every worker or CLI it starts, signs and
+    # checks with the session's keys.
+    for name, value in identities.env().items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -19,14 +19,26 @@ from typing import Any, Self
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import samples
+from streams import identities, keys, samples
+from streams.files import read_policy
 from streams.models import ApprovalResponse, ControlCommand, Outcome, Proposal, encode
 from streams.settings import Settings
-from streams.signing import sign
+from streams.signing import sign, sign_answer, sign_command
 from streams.state.records import history_updates
 from streams.testing import wait_until
 
 FAST_POLICY = Path(__file__).resolve().parents[1] / "fixtures" / "fast-policy.yaml"
+
+
+class Identities(identities.DevIdentities):
+    """The session's keys and keyring (streams.identities.DevIdentities)."""
+
+    @classmethod
+    def make(cls, root: Path) -> Identities:  # type: ignore[override] # the test policy
+        identities.DevIdentities.make(root, read_policy(FAST_POLICY))
+        return cls(root)
+
+
 DECISION_TOPICS = ("execute", "approve", "assist", "manual")
 
 
@@ -35,6 +47,14 @@ SEED_TIMEOUT = 300.0
 
 class WorkerUnreachableError(AssertionError):
     """The worker's metrics endpoint did not answer."""
+
+
+def gate_key(settings: Settings) -> Path:
+    """The gate's signing key of one test (its workers share it): made once, 0600."""
+    path = settings.data_dir / "keys" / "gate.key"
+    if not path.exists():
+        keys.write_private(keys.generate("escalation-gate"), path)
+    return path
 
 
 class Worker:
@@ -76,6 +96,8 @@ class Worker:
             "ESCALATION_POLICY_FILE": str(self.policy_file),
             "ESCALATION_STORE": self.store,
             "ESCALATION_TICK_SECONDS": "0.2",
+            # The gate signs its audit checkpoints with it (streams/topology/checkpoints.py).
+            "ESCALATION_GATE_KEY_FILE": str(gate_key(self.settings)),
             **self.env,
         }
         log = (self.data_dir / "worker.log").open("ab")
@@ -173,6 +195,7 @@ class Feed:
         from streams.kafka.admin import producer_config  # noqa: PLC0415
 
         self.producer = Producer(producer_config(self.bootstrap, **{"linger.ms": 1}))
+        self.ids = Identities(Path(os.environ["ESCALATION_KEYRING_FILE"]).parent)
         self.last: list[Position] = []  # where the last send landed
         self.sent: list[Position] = []  # where every send landed
 
@@ -246,19 +269,34 @@ class Feed:
         assert self.producer.flush(30) == 0
         return len(messages)
 
-    def control(self, command: str, **fields: Any) -> None:
+    def control(
+        self,
+        command: str,
+        *,
+        signer: keys.Signer | None = None,
+        cosigners: tuple[str, ...] = (),
+        **fields: Any,
+    ) -> None:
+        """A control command signed by its ``user`` (or ``signer``), then ``cosigners``."""
         message = ControlCommand(
             schema_version=1, command=command, at=dt.datetime.now(tz=dt.UTC), **fields
         )
-        self.send("control", [encode(message)], key="control")
+        signed = sign_command(message, signer or self.ids.person(message.user))
+        for name in cosigners:
+            signed = sign_command(signed, self.ids.person(name))
+        self.send("control", [encode(signed)], key="control")
 
     def budget(self, service: str, remaining: float) -> None:
         from streams.models import ErrorBudgetUpdate  # noqa: PLC0415
 
         update = ErrorBudgetUpdate(
-            schema_version=1, service=service, remaining=remaining, at=dt.datetime.now(tz=dt.UTC)
+            schema_version=1,
+            service=service,
+            remaining=remaining,
+            at=dt.datetime.now(tz=dt.UTC),
+            source=identities.DEV_SLO_SOURCE,
         )
-        self.send("error-budgets", [encode(update)], key=service)
+        self.send("error-budgets", [encode(sign(update, self.ids.slo()))], key=service)
 
     def outcome(self, decision: dict[str, Any], **overrides: Any) -> Outcome:
         p = decision["proposal"]
@@ -279,7 +317,7 @@ class Feed:
             }
         )
         key = f"{outcome.pattern}|{outcome.action_type}"
-        self.send("outcomes", [encode(outcome)], key=key)
+        self.send("outcomes", [encode(sign(outcome, self.ids.executor()))], key=key)
         return outcome
 
     def answer(
@@ -288,13 +326,14 @@ class Feed:
         decision_id: str,
         user: str,
         *,
-        secret: str | None = None,
+        signer: keys.Signer | None = None,
         signed: bool = True,
         nonce: str | None = None,
         timestamp: float | None = None,
         **fields: Any,
     ) -> ApprovalResponse:
-        """A signed answer; ``timestamp`` is the record's (and the answer's) instant."""
+        """An answer signed by ``user``'s key (or ``signer``); ``timestamp`` is the
+        record's CreateTime (the broker replaces it: input topics use LogAppendTime)."""
         import secrets  # noqa: PLC0415
 
         now = (
@@ -313,7 +352,7 @@ class Feed:
             **fields,
         )
         if signed:
-            answer = sign(answer, secret or self.settings.approval_secret.get_secret_value())
+            answer = sign_answer(answer, signer or self.ids.person(user))
         self.answer_raw(answer, timestamp=timestamp)
         return answer
 
@@ -329,9 +368,10 @@ class Feed:
         records = samples.history_records(now)
         self.history(records)
         for update in samples.budgets(now):
-            self.send("error-budgets", [encode(update)], key=update.service)
+            self.budget(update.service, update.remaining)
         requalifications = samples.requalifications(now)
-        self.send("control", [encode(c) for c in requalifications], key="control")
+        signed = [sign_command(c, self.ids.person(c.user)) for c in requalifications]
+        self.send("control", [encode(c) for c in signed], key="control")
         # Budgets and re-qualifications pass through the workers' agents while a second
         # worker may still be joining the group (a rebalance, with recovery, on a
         # loaded machine), so this waits as long as the fault tests do.

@@ -167,4 +167,11 @@ def test_a_restarted_worker_continues_the_chain(
         raw = [m.value() for m in reader.messages]
     report = verify_records(raw)
     assert report.ok, [f.line() for f in report.errors]
-    assert {orjson.loads(r)["event"]["chain"] for r in raw} <= {f"p{i}" for i in range(4)}
+    inputs = ("proposals", "outcomes", "error-budgets", "control", "lifecycle", "approvals")
+    chains = {orjson.loads(r)["event"]["chain"] for r in raw}
+    # Chains are named by the input partition they seal, and each writer's checkpoints
+    # go on a chain of its own (docs/audit-and-splunk.md).
+    assert {c for c in chains if not c.startswith("checkpoint:")} <= {
+        f"{t}:{i}" for t in inputs for i in range(4)
+    }
+    assert any(c.startswith("checkpoint:") for c in chains)

@@ -1,23 +1,35 @@
 """The audit trail's completeness on the real broker: head re-sync over shared partitions,
-signed checkpoints, and forged or cut topics caught by `escalation audit verify --topic`."""
+signed checkpoints, and forged or cut topics caught by `escalation audit verify --topic`.
+
+The SIGKILL scenario is marked slow (run it with `scripts/test -m slow` or
+`.venv/bin/pytest -m slow tests/integration/test_audit_trail.py`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
 import time
+import uuid
+from array import array
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from confluent_kafka import Producer
+from harness import DecisionReader, Feed, Worker, gate_key, wait_processed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from audit_trail import Gate, body, rehash
 
-from streams import keys
-from streams.audit.chain import ChainHead, audit_partition
+from streams import keys, samples
+from streams.audit.chain import ChainHead, audit_partition, seal_json
+from streams.audit.cli import topic_records
 from streams.audit.resync import chain_heads
+from streams.kafka.admin import create_topics
+from streams.testing import wait_until
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -173,3 +185,257 @@ def test_audit_checkpoint_on_an_empty_topic_says_so(
     result = _verify(settings, "checkpoint", "--topic", "--out", str(tmp_path / "x.json"))
     assert result.returncode == 2
     assert result.stderr.strip().endswith("(is the worker writing them?)")
+
+
+# -- the gate's own trail -------------------------------------------------------------
+
+FAST_CHECKPOINTS = {"ESCALATION_AUDIT_CHECKPOINT_SECONDS": "1"}
+INPUTS = ("proposals", "outcomes", "error-budgets", "control", "lifecycle", "approvals")
+
+
+def _read_audit(settings: Settings) -> list[tuple[int, bytes]]:
+    """Every record of the audit topic with its partition, partition after partition."""
+    where: array[int] = array("q")
+    values = list(
+        topic_records(settings.bootstrap_servers or "", settings.topic("audit"), timeout=30,
+                      where=where)
+    )  # fmt: skip
+    return [(where[2 * n], value) for n, value in enumerate(values)]
+
+
+def _uncovered(records: list[tuple[int, bytes]]) -> set[str]:
+    """Data chains whose last event no checkpoint has listed yet."""
+    last: dict[str, int] = {}
+    listed: dict[str, int] = {}
+    for _, record in records:
+        event = body(record)
+        if event["kind"] == "checkpoint":
+            for chain, head in event["data"]["heads"].items():
+                listed[chain] = max(listed.get(chain, -1), head["seq"])
+        else:
+            last[event["chain"]] = max(last.get(event["chain"], -1), event["seq"])
+    return {chain for chain, seq in last.items() if listed.get(chain, -1) < seq}
+
+
+def _covered_trail(settings: Settings, timeout: float = 90) -> list[tuple[int, bytes]]:
+    """The audit topic once a signed checkpoint covers every chain's last event."""
+    found: list[list[tuple[int, bytes]]] = []
+
+    def covered() -> bool:
+        found[:] = [_read_audit(settings)]
+        return bool(found[0]) and not _uncovered(found[0])
+
+    assert wait_until(covered, timeout=timeout, interval=1.0), _uncovered(found[0])
+    return found[0]
+
+
+def _copy_to(settings: Settings, records: list[tuple[int, bytes]]) -> Settings:
+    """The records written, partition for partition, to the audit topic of a new prefix
+    (an attacker who rewrote the topic: it is append-only, so a rewrite is a new one)."""
+    forged = settings.model_copy(update={"topic_prefix": f"f-{uuid.uuid4().hex[:8]}."})
+    create_topics(forged, forged.bootstrap_servers or "")
+    producer = Producer({"bootstrap.servers": forged.bootstrap_servers})
+    for partition, record in records:
+        producer.produce(forged.topic("audit"), record, key=body(record)["chain"].encode(),
+                         partition=partition)  # fmt: skip
+    assert producer.flush(60) == 0
+    return forged
+
+
+def _stream(feed: Feed, count: int, tag: str) -> list[str]:
+    start = dt.datetime.now(tz=dt.UTC)
+    proposals = [p for _, p in samples.stream(count, start=start, tag=tag)]
+    feed.proposals(proposals)
+    return [p.proposal_id for p in proposals]
+
+
+def test_the_start_up_race_that_shared_a_chain_cannot_any_more(
+    settings: Settings, topics: list[str], tmp_path: Path
+) -> None:
+    """The experiment's race, injected: partition 2 of `proposals` on one worker and of
+    `control` on another, both sealing into audit partition 2 at the same time. Named
+    by partition number (`p2`, as before) the chain had two writers; named by what they
+    seal, each chain has one, and the re-sync finds both heads."""
+    # Each writer holds (and signs) only the chains of its own assignment.
+    first = Gate(GATE, partitions=3, topics=("proposals",), writer="w1/1/a")
+    second = Gate(GATE, partitions=3, topics=("control",), writer="w2/2/b")
+    old_heads = [ChainHead.empty("p2"), ChainHead.empty("p2")]  # each worker's own head
+    old: list[bytes] = []
+    for n in range(10):  # interleaved, as two workers' producers would write them
+        first.event("proposals:2", decision_id=f"d-a{n}")
+        second.event("control:2", decision_id=f"d-b{n}")
+        for w in (0, 1):
+            record, old_heads[w] = seal_json(
+                old_heads[w], kind="decision", event_id=f"d-{w}-{n}:decision",
+                actor="escalation-gate", at=first.now, data={}, fields={}, host="h",
+                index="escalation",
+            )  # fmt: skip
+            old.append(record)
+    first.checkpoint()
+    second.checkpoint()
+    _produce(settings, [*first.partitions[2], *second.partitions[2]])
+    new = _verify(settings, "verify", "--topic", "--public-key", _pub(tmp_path))
+    assert new.returncode == 0, new.stdout + new.stderr
+    heads, _ = chain_heads(
+        settings.bootstrap_servers or "", settings.topic("audit"), {2: {"proposals:2", "control:2"}}
+    )
+    assert heads == {
+        "proposals:2": first.heads["proposals:2"],
+        "control:2": second.heads["control:2"],
+    }
+
+    # The same two writers with the chain named by partition number alone:
+    legacy = settings.model_copy(update={"topic_prefix": f"o-{uuid.uuid4().hex[:8]}."})
+    create_topics(legacy, legacy.bootstrap_servers or "")
+    _produce(legacy, old)
+    shared = _verify(legacy, "verify", "--topic")
+    assert shared.returncode == 1
+    assert "two writers on one chain" in shared.stdout
+
+
+def _writers_per_chain(records: list[tuple[int, bytes]]) -> dict[str, list[tuple[str, int]]]:
+    """For each chain, (writer, signed seq) of every checkpoint listing it, in topic order."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for _, record in records:
+        event = body(record)
+        if event["kind"] == "checkpoint":
+            for chain, head in event["data"]["heads"].items():
+                out.setdefault(chain, []).append((event["data"]["writer"], head["seq"]))
+    return out
+
+
+def test_two_workers_starting_at_once_write_each_chain_alone_and_sign_it(
+    settings: Settings, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    workers = [start_worker(f"w{i}", ready=False, env=FAST_CHECKPOINTS) for i in range(2)]
+    for w in workers:
+        w.wait_ready()
+    feed = Feed(settings)
+    feed.seed_samples(*workers)
+    ids = _stream(feed, 60, "race-")
+    feed.control("freeze", user="alice", service="payments-api")
+    feed.budget("checkout-api", 0.9)
+    with DecisionReader(settings) as reader:
+        reader.wait_for(ids, timeout=120)
+    wait_processed(settings, feed.sent, timeout=120)
+    records = _covered_trail(settings)
+
+    for partition, record in records:  # every chain lives in the partition it names
+        assert audit_partition(body(record)["chain"]) == partition
+    data_chains = {body(r)["chain"] for _, r in records if body(r)["kind"] != "checkpoint"}
+    assert data_chains <= {f"{t}:{p}" for t in INPUTS for p in range(settings.partitions)}
+    writers = {body(r)["data"]["writer"] for _, r in records if body(r)["kind"] == "checkpoint"}
+    assert len(writers) == 2, writers
+    for chain, signed in _writers_per_chain(records).items():
+        # A chain passes from one writer to the next with its head; two writers at once
+        # would each sign their own seqs, and the signed seqs would go back.
+        seqs = [seq for _, seq in signed]
+        assert seqs == sorted(seqs), (chain, signed)
+    # Under the old naming (`pN` for every topic's partition N), a split assignment of
+    # one partition number across the two workers would have shared a chain:
+    holders: dict[int, set[str]] = {}
+    for chain, signed in _writers_per_chain(records).items():
+        holders.setdefault(int(chain.rsplit(":", 1)[1]), set()).update(w for w, _ in signed)
+    print(f"\npartition numbers held by both workers over the run: "
+          f"{sorted(p for p, w in holders.items() if len(w) > 1)}")  # fmt: skip
+
+    result = _verify(settings, "verify", "--topic", "--public-key", f"{gate_key(settings)}.pub",
+                     "--max-gap", "120")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "signed checkpoints matched" in result.stdout
+    assert "duplicate" not in result.stdout
+
+
+def test_an_edit_recomputed_on_the_gates_topic_and_a_cut_topic_are_caught(
+    settings: Settings, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    worker = start_worker("w1", env=FAST_CHECKPOINTS)
+    feed = Feed(settings)
+    feed.seed_samples(worker)
+    ids = _stream(feed, 30, "forge-")
+    with DecisionReader(settings) as reader:
+        decided = reader.wait_for(ids, timeout=120)
+    wait_processed(settings, feed.sent, timeout=120)
+    records = _covered_trail(settings)
+    pub = f"{gate_key(settings)}.pub"
+    intact = _verify(settings, "verify", "--topic", "--public-key", pub)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+
+    # An attacker rewrites one decision to Level 4 and recomputes its chain after it.
+    target = next(
+        body(r) for _, r in records
+        if body(r)["kind"] == "decision" and body(r)["decision_id"] in
+        {d["decision_id"] for d in decided.values()}
+    )  # fmt: skip
+
+    def autonomous(event: dict[str, Any]) -> None:
+        event["data"]["decision"]["level"] = 4
+
+    partitions = [p for p, _ in records]
+    forged_values = rehash([r for _, r in records], target["chain"], target["seq"], autonomous)
+    forged = _copy_to(settings, list(zip(partitions, forged_values, strict=True)))
+    caught = _verify(forged, "verify", "--topic", "--public-key", pub)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "checkpoint_mismatch" in caught.stdout
+    assert f"chain {target['chain']}" in caught.stdout
+    assert "edit:" not in caught.stdout  # every hash recomputes: only the signature tells
+
+    # The checkpoint kept outside, then the topic rolled back before its last checkpoint.
+    kept = tmp_path / "kept.json"
+    made = _verify(settings, "checkpoint", "--topic", "--out", str(kept), "--public-key", pub)
+    assert made.returncode == 0, made.stdout + made.stderr
+    partition = audit_partition(target["chain"])
+    mine = [n for n, (p, _) in enumerate(records) if p == partition]
+    last_checkpoint = max(n for n in mine if body(records[n][1])["kind"] == "checkpoint")
+    cut = _copy_to(settings, [pr for n, pr in enumerate(records) if n < last_checkpoint
+                              or pr[0] != partition])  # fmt: skip
+    alone = _verify(cut, "verify", "--topic", "--public-key", pub)
+    assert alone.returncode == 0, alone.stdout  # whole in itself: nothing inside tells
+    against = _verify(cut, "verify", "--topic", "--public-key", pub, "--checkpoint", str(kept))
+    assert against.returncode == 1, against.stdout + against.stderr
+    assert "truncation" in against.stdout
+    assert "kept outside" in against.stdout
+
+    # One decision's proof, checked offline with the public key only.
+    proof = tmp_path / "proof.json"
+    proved = _verify(settings, "prove", target["decision_id"], "--topic", "--out", str(proof))
+    assert proved.returncode == 0, proved.stdout + proved.stderr
+    checked = _verify(settings, "verify-proof", str(proof), "--public-key", pub)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith(f"OK: decision {target['decision_id']}")
+
+    # A worker that stops signs its chains' final heads on the way out.
+    worker.stop()
+    finals = [
+        body(r) for _, r in _read_audit(settings)
+        if body(r)["kind"] == "checkpoint" and body(r)["data"]["final"]
+    ]  # fmt: skip
+    assert finals, "no final checkpoint after the worker stopped"
+
+
+@pytest.mark.slow
+def test_after_a_sigkill_mid_stream_the_signed_trail_verifies(
+    settings: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    workers = [start_worker(f"w{i}", ready=False, env=FAST_CHECKPOINTS) for i in range(2)]
+    for w in workers:
+        w.wait_ready()
+    feed = Feed(settings)
+    feed.seed_samples(*workers)
+    start = dt.datetime.now(tz=dt.UTC)
+    stream = [p for _, p in samples.stream(300, start=start, tag="kill-")]
+    with DecisionReader(settings) as reader:
+        for i in range(0, len(stream), 20):
+            feed.proposals(stream[i : i + 20])
+            if i == 100:
+                workers[1].kill()
+                start_worker("w1-restarted", ready=False, env=FAST_CHECKPOINTS)
+        reader.wait_for([p.proposal_id for p in stream], timeout=300)
+    wait_processed(settings, feed.sent, timeout=180)
+    records = _covered_trail(settings, timeout=120)
+    revoked = [body(r) for _, r in records
+               if body(r)["kind"] == "checkpoint" and body(r)["data"]["final"]]  # fmt: skip
+    assert revoked, "no final checkpoint at the rebalance"
+    result = _verify(settings, "verify", "--topic", "--public-key", f"{gate_key(settings)}.pub",
+                     "--max-gap", "180")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr

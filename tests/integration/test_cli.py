@@ -37,11 +37,13 @@ def test_history_import_and_publish_make_a_pattern_autonomous_on_day_one(
     now = dt.datetime.now(tz=dt.UTC)
     history = tmp_path / "incidents.jsonl"
     history.write_bytes(b"\n".join(encode(r) for r in samples.history_records(now)))
-    result = _run(settings, "history", "import", str(history))
+    result = _run(settings, "history", "import", str(history), "--as", "alice")
     assert result.returncode == 0, result.stderr
-    assert "imported" in result.stdout
-    budgets = [encode(b) for b in samples.budgets(now)]
-    Feed(settings).raw("error-budgets", budgets)
+    assert "signed batch" in result.stdout
+    budgets = samples.budgets(now)
+    feed = Feed(settings)
+    for budget in budgets:  # signed by the SLO source of the keyring
+        feed.budget(budget.service, budget.remaining)
     for command in samples.requalifications(now):
         result = _run(settings, "requalify", command.pattern or "", command.action_type or "",
                       "--as", "alice")  # fmt: skip

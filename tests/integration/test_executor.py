@@ -282,3 +282,116 @@ def test_the_command_line_executor_runs_a_shell_command_and_reports_a_signed_out
     ]
     lines = [line for line in stdout.splitlines() if f"cli-{tag}" in line]
     assert [line.split()[1] for line in lines] == ["executed", "duplicate"]
+
+
+def _proposal(pattern: str, service: str, tag: str) -> dict[str, Any]:
+    body = decision(3, now=_now(), decision_id=f"unused-{tag}", service=service)["proposal"]
+    return {**body, "proposal_id": f"p-e2e-{tag}", "pattern": pattern}
+
+
+def test_end_to_end_proposal_decision_execution_outcome_history(
+    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path
+) -> None:
+    """Proposal (AI principal) -> the gate's signed Level 3 decision -> the executor runs it
+    once -> its signed outcome -> the gate folds it into the pattern's history."""
+    from streams.models import HistoryRecord  # noqa: PLC0415
+    from streams.state.records import budget_update, history_key, history_updates  # noqa: PLC0415
+
+    tag = uuid.uuid4().hex[:6]
+    pattern, service, action = f"oom-kill/e2e-{tag}", f"svc-{tag}", "rolling_restart"
+    # The gate's state, as `escalation history import` (run as the gate) would seed it:
+    # five successful past incidents and a healthy error budget.
+    now = _now()
+    updates = [
+        update
+        for n in range(5)
+        for update in history_updates(
+            HistoryRecord(
+                pattern=pattern,
+                action_type=action,
+                outcome="success",
+                ai_system="holmesgpt",
+                at=now - dt.timedelta(days=n + 1),
+            )
+        )
+    ]
+    updates.append(budget_update(service, remaining=0.9, at=now.timestamp()))
+    gate = cluster.as_(acls.GATE)
+    for update in updates:
+        assert produce_as(gate, gate.topic("state"), [update.value()], key=update.kafka_key()) == [
+            None
+        ]
+    key_file = tmp_path / "gate.key"
+    keys.write_private(gate_key, key_file)
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": cluster.kafka.bootstrap_servers,
+        "ESCALATION_TOPIC_PREFIX": cluster.base.topic_prefix,
+        "ESCALATION_KAFKA_CLIENT_PROPERTIES": str(cluster.files[acls.GATE]),
+        "ESCALATION_GATE_KEY_FILE": str(key_file),
+        "ESCALATION_DATA_DIR": str(worker_dir),
+        "ESCALATION_STORE": "memory://",
+        "ESCALATION_METRICS_PORT": "0",
+        "ESCALATION_DEV": "1",  # keys other than the gate's are made under the data dir
+    }
+    log = (worker_dir / "worker.log").open("ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    running = Running(cluster, gate_key, tmp_path / "ledger.sqlite3", team=f"e2e{tag}")
+    try:
+        proposal = _proposal(pattern, service, tag)
+        ai = cluster.as_(acls.ai_principal("holmesgpt"))
+        assert produce_as(
+            ai, ai.topic("proposals"), [orjson.dumps(proposal)], key=service.encode()
+        ) == [None]
+
+        def ran() -> bool:
+            assert worker.poll() is None, (worker_dir / "worker.log").read_text()[-3000:]
+            return any(
+                t.action.proposal_id == proposal["proposal_id"] for t in running.handler.tasks
+            )
+
+        wait_for(ran, "the executor to run the gate's decision", timeout=180)
+        [task] = [
+            t for t in running.handler.tasks if t.action.proposal_id == proposal["proposal_id"]
+        ]
+        assert task.action.level == 3
+        decided, error = read_as(
+            cluster.as_(acls.EXECUTOR),
+            cluster.base.topic("decisions.execute"),
+            until=lambda m: orjson.loads(m.value()).get("proposal_id") == proposal["proposal_id"],
+        )
+        assert error is None
+        record = orjson.loads(decided[-1].value())
+        assert keys.PublicKeys([gate_key.public]).verify(record) is None
+        wanted = history_key(pattern, action)
+
+        def folded(message: Any) -> bool:
+            value = orjson.loads(message.value())
+            return (
+                value.get("table") == "history"
+                and value.get("key") == wanted
+                and not str(value.get("id", "")).startswith("import:")
+            )
+
+        found, error = read_as(gate, gate.topic("state"), until=folded, timeout=120)
+        assert error is None
+        assert found
+        assert folded(found[-1]), "the gate did not fold the executor's outcome into history"
+    finally:
+        running.stop()
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        log.close()
+    assert running.handler.ids(record["decision_id"]) == [record["decision_id"]]

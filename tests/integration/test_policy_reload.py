@@ -52,7 +52,10 @@ def test_only_a_valid_policy_goes_live_and_decisions_name_it(
     assert before["policy_digest"] == hashlib.sha256(FAST_POLICY.read_bytes()).hexdigest()
 
     text = LOOSER.read_text()
-    feed.control("reload_policy", user="alice", policy_yaml=text, reason="v1.4 reviewed")
+    # v1.4 grants more autonomy than v1.3: two people sign it (the two-person rule).
+    feed.control(
+        "reload_policy", user="alice", cosigners=("bob",), policy_yaml=text, reason="v1.4 reviewed"
+    )
     worker.wait_metric("escalation_state_updates_applied_total", 2, table="policy")
     loads = _kinds(settings, "policy_load", 2)
     loaded = loads[-1]
@@ -62,7 +65,7 @@ def test_only_a_valid_policy_goes_live_and_decisions_name_it(
     assert after["policy_digest"] == loaded["data"]["digest"]
 
     broken = text.replace("min_confidence: 0.60", "min_confidence: 1.60", 1)
-    feed.control("reload_policy", user="mallory", policy_yaml=broken)
+    feed.control("reload_policy", user="alice", policy_yaml=broken)
     worker.wait_metric("escalation_policy_reloads_rejected_total", 1)
     rejected = _kinds(settings, "policy_rejected", 1)[0]
     assert any("min_confidence" in line for line in rejected["data"]["problems"])

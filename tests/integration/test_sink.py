@@ -9,8 +9,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from streams.errors import DeliveryError
 from streams.kafka.admin import CLIENT_LOG, admin_client
-from streams.kafka.sink import DeliveryError, Sink
+from streams.kafka.sink import Sink
 
 DEADLINE = 30.0
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import DecisionReader, Feed, Reader, Worker
+from harness import DecisionReader, Feed, Identities, Reader, Worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import samples
@@ -75,7 +75,12 @@ class SlackService:
     """``escalation slack`` as a child process, pointed at the stand-in."""
 
     def __init__(
-        self, settings: Settings, api: slack_api.SlackWebAPI, data_dir: Path, policy: Path
+        self,
+        settings: Settings,
+        api: slack_api.SlackWebAPI,
+        data_dir: Path,
+        policy: Path,
+        identity: dict[str, str],
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -85,6 +90,8 @@ class SlackService:
         self.port_file = data_dir / "slack.port"
         env = {
             **os.environ,
+            # The session's keyring and the Slack bridge's key (a channel of the keyring).
+            **identity,
             "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
             "ESCALATION_TOPIC_PREFIX": settings.topic_prefix,
             "ESCALATION_DATA_DIR": str(data_dir),
@@ -225,7 +232,9 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def rig(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, identities: Identities
+) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("slack")
     settings = Settings(
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
@@ -235,10 +244,13 @@ def rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         metrics_port=0,
     )
     create_topics(settings, kafka_bootstrap)
+    environment = pytest.MonkeyPatch()  # module-wide: the harness reads the keyring from it
+    for name, value in identities.env().items():
+        environment.setenv(name, value)
     api = slack_api.SlackWebAPI(channels={APPROVALS, PAYMENTS}).start()
     policy = quorum_policy(tmp)
-    worker = Worker(settings, "w1", policy_file=policy).start()
-    service = SlackService(settings, api, tmp / "slack", policy)
+    worker = Worker(settings, "w1", policy_file=policy, env=identities.env()).start()
+    service = SlackService(settings, api, tmp / "slack", policy, identities.env())
     try:
         worker.wait_ready()
         feed = Feed(settings)
@@ -255,6 +267,7 @@ def rig(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         service.stop()
         worker.stop()
         api.stop()
+        environment.undo()
 
 
 def test_approve_in_slack_executes_and_the_message_loses_its_buttons(rig: Rig) -> None:

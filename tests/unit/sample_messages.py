@@ -77,7 +77,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "nonce": "n-12345678",
         "issued_at": AT,
         "expires_at": "2026-11-28T10:15:05Z",
-        "signature": "0f" * 32,
+        "signature": {"alg": "ed25519", "key_id": "0f1e2d3c4b5a6978", "sig": "c2lnbmF0dXJl"},
     },
     "outcome": {
         "schema_version": 1,

@@ -552,7 +552,7 @@ def test_policy_check_known_loader_bugs(
 FEEDS = {
     "publish": (["publish"], PROPOSAL.read_bytes()),
     "history": (
-        ["history", "import"],
+        ["history", "import", "--as", "alice"],
         orjson.dumps(
             {
                 "pattern": "oom-kill/stateless-deployment",
@@ -806,7 +806,7 @@ SAFE_FIRST = st.sampled_from(
         ["policy", "check"],
         ["policy", "diff"],
         [*NOWHERE, "publish"],
-        [*NOWHERE, "history", "import"],
+        [*NOWHERE, "history", "import", "--as", "alice"],
     ]
 )
 

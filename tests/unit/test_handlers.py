@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from signed import cosigned, keyring, signed, wire
 
-from streams import handlers, samples
+from streams import handlers, keys, samples
 from streams.errors import InputError
 from streams.files import read_policy
 from streams.handlers import Effects, Origin
@@ -85,7 +86,6 @@ def answer(**overrides: Any) -> ApprovalResponse:
         "nonce": "nonce-0042",
         "issued_at": 0,
         "expires_at": 300,
-        "signature": "00" * 32,
     }
     fields.update(overrides)
     for key in ("issued_at", "expires_at"):
@@ -109,12 +109,16 @@ def test_an_answer(case: dict[str, Any], policy: Policy) -> None:
         else entry(policy, **case.get("entry") or {})
     )
     given = answer(**case.get("answer", {}))
+    by = case.get("sign", given.user)
+    if by == "none":
+        body = wire(given)
+    elif by == "tampered":
+        body = {**wire(signed(given, given.user)), "reason": "changed after signing"}
+    else:
+        key = keys.generate(by) if by in {"stranger", "slack-readonly"} else by
+        body = wire(signed(given, key))
     effects = handlers.on_answer(
-        given,
-        held,
-        policy=policy,
-        origin=origin(),
-        signature_valid=case.get("signature_valid", True),
+        given, body, held, policy=policy, keyring=keyring(), origin=origin()
     )
     expect = case["expect"]
     if "refused" in expect:
@@ -141,6 +145,8 @@ def test_an_answer(case: dict[str, Any], policy: Policy) -> None:
     assert new["answered_by"] == given.user
     assert new["version"] == held["version"] + 1
     assert [(c.metric, c.labels) for c in effects.metrics] == [("answers_accepted", (given.kind,))]
+    signer = effects.audits[0].data["signed_by"]
+    assert signer["kind"] == expect.get("signed_by", "person")
     commands = [orjson.loads(s.value) for s in effects.sends if s.topic == "decisions.execute"]
     assert [c["type"] for c in commands] == expect.get("commands", [])
     resolutions = [orjson.loads(s.value) for s in effects.sends if s.topic == "oncall"]
@@ -222,22 +228,60 @@ def test_an_outcome(case: dict[str, Any], policy: Policy) -> None:
     assert verdict.body["id"] == "escalation.outcomes:2:7:verdicts"
 
 
+GATE = keys.generate("escalation-gate")
+LOOSER = (ROOT / "policies" / "examples" / "looser-v1.4.yaml").read_text()
+TEXTS = {
+    "@default": POLICY_FILE.read_text(),
+    "@looser": LOOSER,
+    "@pinned": LOOSER + "keyring_sha256: " + "ab" * 32 + "\n",
+}
+
+
 @pytest.mark.parametrize("case", CASES["control"], ids=lambda c: c["name"])
-def test_a_control_command(case: dict[str, Any]) -> None:
+def test_a_control_command(case: dict[str, Any], policy: Policy) -> None:
     fields = {"schema_version": 1, "user": "alice", "at": BASE, **case["command"]}
-    if fields.get("policy_yaml") == "@default":
-        fields["policy_yaml"] = POLICY_FILE.read_text()
+    fields["policy_yaml"] = TEXTS.get(fields.get("policy_yaml"), fields.get("policy_yaml"))
+    if fields.get("records") == "@two":
+        fields["records"] = [r.model_dump(mode="json") for r in samples.history_records(BASE)[:2]]
+    command = ControlCommand.model_validate({k: v for k, v in fields.items() if v is not None})
+    by = case.get("sign", [command.user])
+    if by == "none":
+        body = wire(command)
+    elif by == "tampered":
+        body = {**wire(cosigned(command, command.user)), "reason": "changed after signing"}
+    elif by == "gate":
+        body = wire(cosigned(command, GATE))
+    else:
+        body = wire(cosigned(command, *by))
     effects = handlers.on_control(
-        ControlCommand.model_validate(fields), origin("escalation.control")
+        command,
+        body,
+        origin("escalation.control"),
+        keyring=keyring(),
+        policy=policy,
+        gate_keys=keys.PublicKeys([GATE.public]),
+        policy_stored=case.get("stored", True),
     )
     expect = case["expect"]
-    assert kinds(effects) == [expect["audit"]]
     assert effects.audits[0].event_id == "control:2:7"
+    assert effects.sends == ()
+    if "refused" in expect:
+        reason = expect["refused"]
+        assert kinds(effects) == ["command_refused"]
+        assert effects.audits[0].data["reason"] == reason
+        assert effects.state == ()
+        assert [(c.metric, c.labels) for c in effects.metrics] == [
+            ("commands_refused", (reason, command.command))
+        ]
+        return
+    assert kinds(effects) == [expect["audit"]]
+    assert effects.audits[0].at == origin().instant  # the gate's instant, not the command's
     assert [u.table for u in effects.state] == expect["state"]
     if "key" in expect:
         assert effects.state[0].key == expect["key"]
     assert [c.metric for c in effects.metrics] == expect.get("counts", [])
-    assert effects.sends == ()
+    if "signed_by" in expect:
+        assert effects.audits[0].data["signed_by"] == expect["signed_by"]
 
 
 def test_a_budget_is_a_state_update_and_nothing_else() -> None:

@@ -72,3 +72,29 @@ def test_a_bad_channels_file_names_line_and_field(text: str, problem: str) -> No
 def test_an_unreadable_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(SlackConfigError, match=r"missing\.yaml: cannot read"):
         read_users(tmp_path / "missing.yaml")
+
+
+def test_slack_check_validates_the_files_against_the_keyring(tmp_path: Path) -> None:
+    """``escalation slack --check``: one line per problem naming file:line, exit 2."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  U0AAA: alice\n  U0BBB: mallory\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ESCALATION_DEV": "1",  # the development keyring: the default policy's people
+        "ESCALATION_DATA_DIR": str(tmp_path / "data"),
+        "ESCALATION_SLACK_USERS_FILE": str(users),
+        "ESCALATION_SLACK_CHANNELS_FILE": str(ROOT / "deploy" / "slack" / "channels.yaml"),
+    }
+    command = [sys.executable, "-m", "streams.cli", "slack", "--check"]
+    bad = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"escalation: error: {users}:3: users.U0BBB: 'mallory' is not a person of the keyring"
+    ]
+    users.write_text("users:\n  U0AAA: alice\n")
+    good = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
+    assert good.returncode == 0, good.stderr
+    assert "(all people of keyring dev)" in good.stdout

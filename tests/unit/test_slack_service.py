@@ -18,10 +18,10 @@ import pytest
 from conftest import ROOT, build_inputs, load_policy
 from slack_sdk import WebClient
 
+from streams import keys
 from streams.models import ApprovalResponse
 from streams.models.decision import decision_json
 from streams.policy import evaluate
-from streams.signing import signature_ok
 from streams.slack import blocks
 from streams.slack.answers import PolicyRoles
 from streams.slack.config import Channels, Users
@@ -32,7 +32,7 @@ from streams.slack.store import Store
 sys.path.insert(0, str(ROOT / "tests"))
 import slack_api
 
-SECRET = "unit-approval-channel-secret"
+SLACK_KEY = keys.generate("slack")
 POLICY = load_policy(ROOT / "policies" / "escalation-policy.yaml")
 CHANNEL = "C07SREAPPRV"
 PAYMENTS = "C07PAYMENTS"
@@ -142,7 +142,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     service = SlackService(
         client=WebClient(token=slack_api.TOKEN, base_url=api.url),
         signing_secret=slack_api.SIGNING_SECRET,
-        answer_secret=SECRET,
+        signer=SLACK_KEY,
         users=USERS,
         channels=Channels(CHANNEL, {"payments-api": PAYMENTS}),
         roles=PolicyRoles(POLICY),
@@ -205,7 +205,7 @@ def test_approve_is_acknowledged_at_once_and_published_signed_in_the_persons_nam
     (answer,) = rig.wait_answers(1)
     assert (answer.kind, answer.user, answer.channel) == ("approve", "alice", "slack")
     assert answer.decision_id == decision["decision_id"]
-    assert signature_ok(answer, SECRET)
+    assert keys.PublicKeys([SLACK_KEY.public]).verify(answer.model_dump(mode="json")) is None
     rig.wait_ephemeral(ALICE, "sent to the gate as *alice*")
 
 
@@ -425,7 +425,7 @@ def test_a_restarted_service_updates_the_message_it_posted_before(rig: Rig, tmp_
     again = SlackService(
         client=rig.service.client,
         signing_secret=slack_api.SIGNING_SECRET,
-        answer_secret=SECRET,
+        signer=SLACK_KEY,
         users=USERS,
         channels=rig.service.channels,
         roles=rig.service.roles,

@@ -6,14 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from conftest import DEFAULT_POLICY, build_inputs, load_policy
 
+from streams import keys
 from streams.models.decision import decision_json
 from streams.policy import evaluate
-from streams.signing import signature_ok
 from streams.slack import blocks, track
 from streams.slack.answers import KeyringRoles, PolicyRoles, nonce_for, signed_answer
 
@@ -218,12 +219,26 @@ def test_keyring_roles() -> None:
     assert not roles.may("bob", "approve")
 
 
+def test_keyring_roles_are_limited_to_what_the_slack_channel_relays() -> None:
+    @dataclass
+    class Holder:
+        roles: frozenset[str]
+
+    people = {"alice": Holder(frozenset({"approve", "freeze", "load_policy"}))}
+    roles = KeyringRoles.of(people, relays=frozenset({"approve", "reject", "abort"}))
+    assert roles.may("alice", "approve")
+    assert not roles.may("alice", "freeze")  # not something Slack relays
+
+
 def test_the_answer_names_the_person_and_the_slack_channel_and_is_signed() -> None:
+    signer = keys.generate("slack")
     answer = signed_answer(
-        "approve", L2["decision_id"], "alice", nonce=nonce_for("v0=abc"), now=NOW, secret="s3"
+        "approve", L2["decision_id"], "alice", nonce=nonce_for("v0=abc"), now=NOW, signer=signer
     )
     assert (answer.user, answer.channel, answer.kind) == ("alice", "slack", "approve")
-    assert signature_ok(answer, "s3")
+    assert answer.signature is not None
+    assert answer.signature.key_id == signer.key_id
+    assert keys.PublicKeys([signer.public]).verify(answer.model_dump(mode="json")) is None
     assert nonce_for("v0=abc") == nonce_for("v0=abc") != nonce_for("v0=abd")
 
 

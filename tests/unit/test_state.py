@@ -10,14 +10,12 @@ import pytest
 from streams import samples
 from streams.models import ApprovalResponse
 from streams.policy import evaluate, parse_policy
-from streams.signing import sign, signature_ok
 from streams.state import apply_update, build_context, lifecycle, reducers
 
 POLICY = parse_policy(
     (Path(__file__).parents[2] / "policies" / "escalation-policy.yaml").read_bytes()
 )
 NOW = dt.datetime(2026, 11, 28, 10, tzinfo=dt.UTC)
-SECRET = "s3cret"
 
 
 def _context(**state):
@@ -130,31 +128,30 @@ def _answer(kind: str, decision_id: str, user: str = "alice", **fields) -> Appro
     )
 
 
-def _judge(entry, answer, *, now=NOW, secret=SECRET):
-    signed = sign(answer, secret) if secret else answer
-    return lifecycle.judge_answer(
-        entry, signed, policy=POLICY, now=now, signature_valid=signature_ok(signed, SECRET)
-    )
+def _judge(entry, answer, *, now=NOW, refusal=None):
+    """``refusal``: what the keyring said of the signature (None: it verified)."""
+    return lifecycle.judge_answer(entry, answer, policy=POLICY, now=now, refusal=refusal)
 
 
 @pytest.mark.parametrize(
-    ("answer", "secret", "reason"),
+    ("answer", "refusal", "reason"),
     [
-        (_answer("approve", "D"), None, "unsigned"),
-        (_answer("approve", "D"), "wrong", "forged"),
-        (_answer("approve", "d-other"), SECRET, "unknown_decision"),
-        (_answer("approve", "D", user="holmesgpt"), SECRET, "ai_system_cannot_answer"),
-        (_answer("approve", "D", user="mallory"), SECRET, "not_an_approver"),
-        (_answer("approve", "D", issued_at=NOW - dt.timedelta(hours=1)), SECRET, "expired"),
-        (_answer("abort", "D"), SECRET, "not_abortable"),
+        (_answer("approve", "D"), "unsigned", "unsigned"),
+        (_answer("approve", "D"), "forged", "forged"),
+        (_answer("approve", "D"), "ai_system", "ai_system_cannot_answer"),
+        (_answer("approve", "d-other"), None, "unknown_decision"),
+        (_answer("approve", "D", user="holmesgpt"), None, "ai_system_cannot_answer"),
+        (_answer("approve", "D", user="mallory"), None, "not_an_approver"),
+        (_answer("approve", "D", issued_at=NOW - dt.timedelta(hours=1)), None, "expired"),
+        (_answer("abort", "D"), None, "not_abortable"),
     ],
 )
-def test_answers_that_change_nothing(answer, secret, reason) -> None:
+def test_answers_that_change_nothing(answer, refusal, reason) -> None:
     entry = _entry("wide-blast")
     answer = answer.model_copy(
         update={"decision_id": entry["decision_id"] if answer.decision_id == "D" else "d-x"}
     )
-    result = _judge(entry if answer.decision_id != "d-x" else None, answer, secret=secret)
+    result = _judge(entry if answer.decision_id != "d-x" else None, answer, refusal=refusal)
     assert not result.accepted
     assert result.reason == reason
     assert result.commands == ()

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import DEFAULT_POLICY, STRICT_POLICY, build_inputs, load_policy
+from signed import keyring, signed, wire
 
 from streams.handlers.answers import on_answer
 from streams.handlers.effects import Origin
@@ -201,7 +202,7 @@ def test_the_lifecycle_counts_different_approvers(
     entry: lifecycle.Entry | None = lifecycle.open_entry(decision, policy)
     commands: list[str] = []
     for given, reason in answers:
-        verdict = lifecycle.judge_answer(entry, given, policy=policy, now=NOW, signature_valid=True)
+        verdict = lifecycle.judge_answer(entry, given, policy=policy, now=NOW, refusal=None)
         assert verdict.reason == reason, given.user
         if verdict.entry is not None:
             entry = verdict.entry
@@ -217,11 +218,12 @@ def test_the_audit_names_each_approval_and_the_last_settles_it(policy: Policy) -
     entry = lifecycle.open_entry(decision, policy)
     origin = Origin(topic="approvals", partition=0, offset=7, timestamp=NOW.timestamp())
     first = on_answer(
-        answer("alice", change_record="CHG-1"),
+        (given := answer("alice", change_record="CHG-1")),
+        wire(signed(given, "alice")),
         entry,
         policy=policy,
+        keyring=keyring(),
         origin=origin,
-        signature_valid=True,
     )
     (recorded,) = first.audits
     assert recorded.kind == "approval_recorded"
@@ -230,11 +232,12 @@ def test_the_audit_names_each_approval_and_the_last_settles_it(policy: Policy) -
     assert not first.sends, "nothing is executed after one approval"
     (entry,) = first.entries
     second = on_answer(
-        answer("bob", change_record="CHG-1"),
+        (given := answer("bob", change_record="CHG-1")),
+        wire(signed(given, "bob")),
         entry,
         policy=policy,
+        keyring=keyring(),
         origin=origin,
-        signature_valid=True,
     )
     assert [a.kind for a in second.audits] == ["approval_accepted", "execute_command"]
     assert second.audits[0].data["approvers"] == ["alice", "bob"]
