@@ -331,14 +331,6 @@ def test_two_workers_starting_at_once_write_each_chain_alone_and_sign_it(
         # would each sign their own seqs, and the signed seqs would go back.
         seqs = [seq for _, seq in signed]
         assert seqs == sorted(seqs), (chain, signed)
-    # Under the old naming (`pN` for every topic's partition N), a split assignment of
-    # one partition number across the two workers would have shared a chain:
-    holders: dict[int, set[str]] = {}
-    for chain, signed in _writers_per_chain(records).items():
-        holders.setdefault(int(chain.rsplit(":", 1)[1]), set()).update(w for w, _ in signed)
-    print(f"\npartition numbers held by both workers over the run: "
-          f"{sorted(p for p, w in holders.items() if len(w) > 1)}")  # fmt: skip
-
     result = _verify(settings, "verify", "--topic", "--public-key", f"{gate_key(settings)}.pub",
                      "--max-gap", "120")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
