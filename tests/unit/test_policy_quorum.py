@@ -4,7 +4,7 @@ and a quorum that could never be met, or never applies, is refused naming file:l
 from __future__ import annotations
 
 import pytest
-from conftest import DEFAULT_POLICY
+from policy_inputs import DEFAULT_POLICY
 
 from streams.errors import PolicyError
 from streams.policy import Policy, parse_policy

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import ROOT, build_inputs, load_policy
+from policy_inputs import ROOT, build_inputs, load_policy
 from slack_sdk import WebClient
 
 from streams import keys

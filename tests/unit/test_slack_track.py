@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import DEFAULT_POLICY, build_inputs, load_policy
+from policy_inputs import DEFAULT_POLICY, build_inputs, load_policy
 
 from streams import keys
 from streams.models.decision import decision_json

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import DEFAULT_POLICY, STRICT_POLICY, build_inputs, load_policy
+from policy_inputs import DEFAULT_POLICY, STRICT_POLICY, build_inputs, load_policy
 from signed import keyring, signed, wire
 
 from streams.handlers.answers import on_answer
