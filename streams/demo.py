@@ -136,7 +136,7 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
     from rich.live import Live  # noqa: PLC0415
 
     from streams.console.feed import Feed  # noqa: PLC0415
-    from streams.console.publish import Publisher, console_signer  # noqa: PLC0415
+    from streams.console.publish import Publisher  # noqa: PLC0415
     from streams.console.view import ConsoleView  # noqa: PLC0415
     from streams.kafka.admin import create_topics  # noqa: PLC0415
 
@@ -180,7 +180,7 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         lock = threading.Lock()
         feed = Feed(settings, bootstrap, view, lock).start()
         stack.callback(feed.stop)
-        publisher = Publisher(dev, bootstrap, console_signer(dev))
+        publisher = Publisher(dev, bootstrap, ids.channel("console"))
         producer = _producer(bootstrap)
         beats = story.cycle()
         speed = rate / 5.0

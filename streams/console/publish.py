@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from streams import signing
 from streams.errors import EscalationError
-from streams.keys import Signer, dev_key, generate, load_private, write_private
+from streams.keys import Signer, generate, load_private, write_private
 from streams.models import ApprovalResponse, ControlCommand, encode
 from streams.models.codec import describe_validation_error
-from streams.signing import sign
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -32,8 +32,9 @@ class ConsoleError(EscalationError):
 
 
 def console_signer(settings: Settings) -> Signer:
-    """The console's key: ``ESCALATION_CONSOLE_KEY_FILE``; in development mode one made
-    once under the data directory. Unset outside development mode, it is refused."""
+    """The console's key: ``ESCALATION_CONSOLE_KEY_FILE``; in development mode the one
+    under ``DATA_DIR/keys/channels`` (made once). Unset outside development mode, it is
+    refused."""
     if settings.console_key_file is not None:
         return load_private(settings.console_key_file, name=CHANNEL)
     if not settings.dev:
@@ -42,30 +43,22 @@ def console_signer(settings: Settings) -> Signer:
             "key of its own; or run in development mode (ESCALATION_DEV=1)"
         )
         raise ConsoleError(msg)
-    path = dev_key(settings, CHANNEL)
+    # Where development mode keeps the channels' keys (streams/identities.py).
+    path = settings.data_dir / "keys" / "channels" / f"{CHANNEL}.key"
     if not path.exists():
         write_private(generate(CHANNEL), path)
     return load_private(path, name=CHANNEL)
 
 
-def sign_answer(answer: ApprovalResponse, signer: Signer, settings: Settings) -> ApprovalResponse:
-    """The one place an answer is signed.
-
-    Until the keyring lands (issue 12) the gate checks the approval channel's HMAC;
-    then this becomes ``streams.signing.sign_answer(answer, signer)``.
-    """
-    del signer
-    return sign(answer, settings.approval_secret.get_secret_value())
+def sign_answer(answer: ApprovalResponse, signer: Signer) -> ApprovalResponse:
+    """The one place an answer is signed: by the console's key, for the person named in
+    ``user`` (the keyring lists the console as a channel that may relay answers)."""
+    return signing.sign_answer(answer, signer)
 
 
 def control_bytes(command: ControlCommand, signer: Signer) -> bytes:
-    """The one place a control command is encoded for the wire.
-
-    ``ControlCommand`` has no signature field yet (the gate would dead-letter one);
-    with issue 12 this becomes ``orjson.dumps(signer.sign(command.model_dump(mode="json")))``.
-    """
-    del signer
-    return encode(command)
+    """The one place a control command is signed (by the console, for ``user``) and encoded."""
+    return encode(signing.sign_command(command, signer))
 
 
 def build_answer(
@@ -127,7 +120,7 @@ class Publisher:
         self._producer = Producer(producer_config(bootstrap))
 
     def answer(self, answer: ApprovalResponse) -> ApprovalResponse:
-        signed = sign_answer(answer, self.signer, self.settings)
+        signed = sign_answer(answer, self.signer)
         self._send("approvals", answer.decision_id.encode(), encode(signed))
         return signed
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from harness import FAST_POLICY, DecisionReader, Feed, Reader, Worker
+from harness import FAST_POLICY, DecisionReader, Feed, Identities, Reader, Worker
 
 from streams import samples
 from streams.console.auth import add_user
@@ -47,7 +47,19 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def _signed(identities: Identities) -> Iterator[Identities]:
+    """The session's keys for this module's worker, console and feeds (the autouse
+    fixture that sets them is per test; these fixtures live for the module)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in identities.env().items():
+            patch.setenv(name, value)
+        yield identities
+
+
+@pytest.fixture(scope="module")
+def settings(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, _signed: Identities
+) -> Settings:
     return Settings(
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         topic_prefix=f"t-console-{os.getpid()}-{time.monotonic_ns() % 10**6}.",
