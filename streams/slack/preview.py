@@ -37,7 +37,7 @@ EMOJI = {
 
 STYLE = """
 body { font-family: Lato, "Helvetica Neue", Arial, sans-serif; background: #f8f8f8; margin: 0;
-       zoom: 0.8; }
+       zoom: 0.68; }
 .channel { background: #fff; max-width: 1180px; margin: 16px auto; border: 1px solid #ddd;
            border-radius: 8px; }
 .bar { padding: 10px 20px; border-bottom: 1px solid #ddd; font-weight: 900; font-size: 18px; }
@@ -162,8 +162,9 @@ def sample_page() -> str:
             "summary": "checkout-api OOMKilled 6x in 10m on 40% of its pods; restart clears cache",
         }
     )
-    first = decision_json(evaluate(regulated, context, policy))
-    first["approvals_required"] = max(2, int(first.get("approvals_required") or 1))
+    # The strict example policy asks two people for a regulated action (approval.quorums).
+    strict = read_policy(DEFAULT_POLICY.parent / "strict-regulated.yaml")
+    first = decision_json(evaluate(regulated, context, strict))
     second = decision_json(evaluate(wide, context, policy))
     at = now.timestamp()
     one = track.on_decision(None, first, "C07PAYMENTS")

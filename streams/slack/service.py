@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 REPLAY_KEEP_SECONDS = 6 * 60
 RECORD_RETENTION_SECONDS = 7 * 24 * 3600
 RETRY_SECONDS = 15.0
+#: A decision older than this when the service first reads it is not posted (a new
+#: service reads the topics from their beginning; a day covers every open approval of
+#: the shipped policy, 10 minutes x 4 escalations).
+POST_MAX_AGE_SECONDS = 24 * 3600.0
 EVENTS_PATH = "/slack/events"
 ROLE_OF: dict[str, Role] = {
     blocks.APPROVE: "approve",
@@ -154,6 +158,9 @@ class SlackService:
                 decision_id = body["decision_id"]
                 service = body["proposal"]["action"]["target"]["service"]
                 old = self.store.get(decision_id)
+                decided = track.epoch(body.get("decided_at")) or 0.0
+                if old is None and time.time() - decided > POST_MAX_AGE_SECONDS:
+                    return  # a first start reading old topics: do not flood the channels
                 self._apply(old, track.on_decision(old, body, self.channels.channel(service)))
             else:
                 old = self.store.get(body["decision_id"])

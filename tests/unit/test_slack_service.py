@@ -460,3 +460,13 @@ def test_a_message_slack_did_not_take_is_posted_again_later(rig: Rig) -> None:
     rig.service.retry()
     assert rig.api.message_about(decision["decision_id"]) is not None
     assert len(rig.api.calls_of("chat.postMessage")) == 2  # one refused, one taken
+
+
+def test_a_decision_older_than_a_day_is_not_posted_on_a_first_start(rig: Rig) -> None:
+    old = dt.datetime.now(tz=dt.UTC) - dt.timedelta(days=2)
+    decision = {**l2(12), "decided_at": old.isoformat()}
+    rig.service.handle("t.decisions.approve", orjson.dumps(decision))
+    assert rig.api.calls_of("chat.postMessage") == []
+    fresh = l2(13)
+    rig.service.handle("t.decisions.approve", orjson.dumps(fresh))
+    assert len(rig.api.calls_of("chat.postMessage")) == 1
