@@ -229,6 +229,7 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
 
 BY_NAME = {s.name: s for s in samples.SCENARIOS}
 SHORT = {0: "manual", 1: "assist", 2: "approve", 3: "abortable", 4: "autonomous"}
+SHORT_STATE = {"waiting for approval": "waiting", "abort window open": "abortable"}
 
 
 def _quiet(logs: Path) -> Path:
@@ -340,7 +341,10 @@ def _screen(view: Any, url: str, signin: str, sent: int, now: float) -> Any:
             f"\nsoonest: [bold]{first.service}[/] {first.action_type} (Level {first.level}) "
             f"{when}: answer at {url}/decisions/{first.decision_id}"
         ))  # fmt: skip
+    answered = Counter(i.status for i in view.items.values())
     header.append_text(Text.from_markup(
+        f"\nanswered: {answered['approved']} approved, {answered['rejected']} rejected, "
+        f"{answered['aborted']} aborted"
         f"\n{sent} proposals sent; velocity guard held {trips} at Level 2; "
         f"on-call pages {sum(view.trends.timeouts.values())}; Ctrl-C stops everything"
     ))  # fmt: skip
@@ -354,7 +358,8 @@ def _screen(view: Any, url: str, signin: str, sent: int, now: float) -> Any:
             item.service,
             item.action_type,
             item.rule,
-            item.state() + (f" (paged {item.escalations})" if item.escalations else ""),
+            SHORT_STATE.get(item.state(), item.state())
+            + (f" (paged {item.escalations})" if item.escalations else ""),
         )
     table.caption = "  ".join(f"L{k}: {levels[k]}" for k in range(5))
     return Group(header, table)
