@@ -79,11 +79,18 @@ class Recorder:
 class Running:
     """An Executor on its own thread, as the executor principal."""
 
-    def __init__(self, cluster: SecureCluster, gate: keys.Signer, ledger: Path, team: str) -> None:
+    def __init__(
+        self,
+        cluster: SecureCluster,
+        gate: keys.Signer,
+        ledger: Path,
+        team: str,
+        signer: keys.Signer | None = None,
+    ) -> None:
         self.handler = Recorder()
         self.rollback = Recorder()
         self.metrics = ExecutorMetrics()
-        self.signer = keys.generate("executor-it")
+        self.signer = signer or keys.generate("executor-it")
         self.executor = Executor(
             cluster.as_(acls.EXECUTOR),
             self.handler,
@@ -290,7 +297,7 @@ def _proposal(pattern: str, service: str, tag: str) -> dict[str, Any]:
 
 
 def test_end_to_end_proposal_decision_execution_outcome_history(
-    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path
+    cluster: SecureCluster, gate_key: keys.Signer, tmp_path: Path, identities: Any
 ) -> None:
     """Proposal (AI principal) -> the gate's signed Level 3 decision -> the executor runs it
     once -> its signed outcome -> the gate folds it into the pattern's history."""
@@ -344,7 +351,10 @@ def test_end_to_end_proposal_decision_execution_outcome_history(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    running = Running(cluster, gate_key, tmp_path / "ledger.sqlite3", team=f"e2e{tag}")
+    # The executor's key is the keyring's (the gate folds only outcomes it can attribute).
+    running = Running(
+        cluster, gate_key, tmp_path / "ledger.sqlite3", f"e2e{tag}", identities.executor()
+    )
     try:
         proposal = _proposal(pattern, service, tag)
         ai = cluster.as_(acls.ai_principal("holmesgpt"))
