@@ -172,6 +172,7 @@ def run_demo(settings: Settings, *, rate: float, count: int | None) -> None:
         ui, url = start_console(settings, bootstrap, work / "console", policy, password)
         stack.callback(_stop, ui)
         console.print(f"worker pid {worker.pid}, console pid {ui.pid}; logs in {logs}")
+        console.print(f"console: [bold]{url}/[/]  sign in as [bold]alice[/] / [bold]{password}[/]")
         now = dt.datetime.now(tz=dt.UTC)
         seed(settings, bootstrap, now, ids)
         console.print("waiting for the worker to fold the seeded history ...")
