@@ -419,3 +419,38 @@ def test_two_different_people_must_approve_when_the_policy_says_so(rig: Rig) -> 
     rig.wait_message(decision, "*Approved* by bob")
     assert "2 of 2 so far" in slack_api.message_text(rig.message(decision))
     assert slack_api.buttons(rig.message(decision)) == {}
+
+
+def test_a_gate_refusal_reaches_the_clicker_and_two_approvers_share_one_change_record(
+    rig: Rig,
+) -> None:
+    """A regulated action over half the replicas: two people, one change record."""
+    decision = rig.decide("payments", 2, replica_fraction=0.6)
+    assert (decision["approvals_required"], decision["change_record_required"]) == (2, True)
+    channel, ts = rig.posted(decision)
+
+    def approve_with(user: str, change_record: str) -> None:
+        before = len(rig.api.calls_of("views.open"))
+        rig.slack.click(user, channel, ts, blocks.APPROVE)
+        opened = slack_api.wait_for(lambda: rig.api.calls_of("views.open")[before:], 30)
+        assert opened, rig.service.log_tail()
+        view = {"id": f"V-{user}", **opened[0].args["view"]}
+        response = rig.slack.submit(user, view, {"change_record": {"value": change_record}})
+        assert response.status == 200
+
+    approve_with(ALICE, "CHG-7001")
+    rig.audit(decision["decision_id"], "approval_recorded")
+    refused = rig.worker.metric("escalation_answers_refused_total", reason="change_record_mismatch")
+    approve_with(BOB, "CHG-7002")  # not the change record alice approved
+    rig.wait_ephemeral(BOB, "The gate refused your approval")
+    assert "change_record_mismatch" in rig.wait_ephemeral(BOB, "The gate refused")
+    refusal = rig.audit(decision["decision_id"], "answer_refused")
+    assert (refusal["actor"], refusal["data"]["channel"]) == ("bob", "slack")
+    rig.worker.wait_metric(
+        "escalation_answers_refused_total", refused + 1, reason="change_record_mismatch"
+    )
+    assert slack_api.buttons(rig.message(decision)), "still pending"
+    approve_with(BOB, "CHG-7001")
+    (command,) = rig.commands(decision["decision_id"])
+    assert (command["by"], command["change_record"]) == ("bob", "CHG-7001")
+    rig.wait_message(decision, "*Approved* by bob")
