@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 REPLAY_KEEP_SECONDS = 6 * 60
 RECORD_RETENTION_SECONDS = 7 * 24 * 3600
 RETRY_SECONDS = 15.0
+MAX_BODY_BYTES = 256 * 1024  # Slack's payloads are a few KB; a message carries at most 50 blocks
 #: A decision older than this when the service first reads it is not posted (a new
 #: service reads the topics from their beginning; a day covers every open approval of
 #: the shipped policy, 10 minutes x 4 escalations).
@@ -572,6 +573,18 @@ class SlackService:
             if path == "/healthz":
                 start_response("200 OK", [("content-type", "text/plain")])
                 return [b"ok\n"]
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY_BYTES:
+                # Before Bolt reads it: an interactivity payload is a few kilobytes.
+                self.metrics.refused.labels("body_too_large").inc()
+                body = orjson.dumps(
+                    {"ok": False, "error": "body_too_large", "field": "Content-Length"}
+                )
+                start_response("413 Payload Too Large", [("content-type", "application/json")])
+                return [body]
             return bolt(environ, start_response)
 
         return app

@@ -470,3 +470,12 @@ def test_a_decision_older_than_a_day_is_not_posted_on_a_first_start(rig: Rig) ->
     fresh = l2(13)
     rig.service.handle("t.decisions.approve", orjson.dumps(fresh))
     assert len(rig.api.calls_of("chat.postMessage")) == 1
+
+
+def test_a_body_too_large_is_refused_before_it_is_read(rig: Rig) -> None:
+    response = rig.slack.send(
+        "x" * (300 * 1024), {"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status == 413
+    assert response.json() == {"ok": False, "error": "body_too_large", "field": "Content-Length"}
+    assert refused(rig, "body_too_large") == 1
