@@ -18,6 +18,7 @@ import hmac
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,6 +91,39 @@ class Accounts:
             return False
 
 
+class AccountsFile:
+    """The accounts file, read again when it changes (``add-user`` on a running console
+    takes effect without a restart; a removed account is signed out at its next request)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._accounts = Accounts({})
+        self._lock = threading.Lock()
+        self._current()
+
+    def _current(self) -> Accounts:
+        if self.path is None:
+            return self._accounts
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = (0, 0)
+        with self._lock:
+            if stamp != self._stamp:
+                self._accounts = Accounts.load(self.path)
+                self._stamp = stamp
+            return self._accounts
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        return self._current().hashes
+
+    def check(self, name: str, password: str) -> bool:
+        return self._current().check(name, password)
+
+
 def add_user(path: Path, name: str, password: str, *, replace: bool = False) -> None:
     """Add (or with ``replace`` change) a local account; the file is kept mode 0600."""
     valid_name(name, "NAME")
@@ -112,12 +146,14 @@ def add_user(path: Path, name: str, password: str, *, replace: bool = False) -> 
 class Auth:
     """How a request's person is found."""
 
-    accounts: Accounts
+    accounts: Accounts | AccountsFile
     trusted_proxies: frozenset[str]
     user_header: str
 
     @classmethod
-    def of(cls, accounts: Accounts, proxies: str | Iterable[str], header: str) -> Auth:
+    def of(
+        cls, accounts: Accounts | AccountsFile, proxies: str | Iterable[str], header: str
+    ) -> Auth:
         items = proxies.split(",") if isinstance(proxies, str) else list(proxies)
         return cls(accounts, frozenset(p.strip() for p in items if p.strip()), header.lower())
 

@@ -23,14 +23,14 @@ def _settings(ctx: click.Context) -> Settings:
 def build_console(settings: Settings, bootstrap: str | None) -> Console:
     """A console on ``bootstrap`` (its feed not started yet), or without Kafka when ``None``."""
     from streams.console.app import Console  # noqa: PLC0415
-    from streams.console.auth import Accounts, Auth  # noqa: PLC0415
+    from streams.console.auth import AccountsFile, Auth  # noqa: PLC0415
     from streams.console.feed import Feed  # noqa: PLC0415
     from streams.console.publish import Publisher, console_signer  # noqa: PLC0415
     from streams.console.view import ConsoleView  # noqa: PLC0415
     from streams.files import read_policy  # noqa: PLC0415
 
     auth = Auth.of(
-        Accounts.load(settings.console_accounts_file),
+        AccountsFile(settings.console_accounts_file),
         settings.console_trusted_proxies,
         settings.console_user_header,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.console.auth import Accounts, AccountsError, add_user
+from streams.console.auth import Accounts, AccountsError, AccountsFile, add_user
 from streams.errors import InputError
 
 
@@ -65,3 +65,13 @@ def test_add_user_command_reads_the_password_from_stdin(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("escalation: error: NAME:")
+
+
+def test_a_running_console_sees_accounts_added_and_removed(tmp_path: Path) -> None:
+    path = tmp_path / "accounts"
+    accounts = AccountsFile(path)
+    assert accounts.hashes == {}
+    add_user(path, "alice", "correct horse battery")
+    assert accounts.check("alice", "correct horse battery")
+    path.write_text("# nobody\n")
+    assert "alice" not in accounts.hashes
