@@ -23,6 +23,12 @@
     var meta = document.querySelector('meta[name="csrf-token"]');
     if (meta) { evt.detail.headers["X-CSRF-Token"] = meta.getAttribute("content"); }
   });
+  // A session that ended (expired, signed out elsewhere): back to the sign-in page.
+  document.addEventListener("htmx:responseError", function (evt) {
+    if (evt.detail.xhr && evt.detail.xhr.status === 401) {
+      window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+    }
+  });
   // A polled list is not replaced while a field inside it has the focus.
   document.addEventListener("htmx:beforeRequest", function (evt) {
     var el = evt.detail.elt;
