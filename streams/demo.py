@@ -276,6 +276,7 @@ def start_console(
             "ESCALATION_DEV": "1",
             "ESCALATION_POLICY_FILE": str(policy),
             "ESCALATION_CONSOLE_ACCOUNTS_FILE": str(accounts),
+            "ESCALATION_CONSOLE_METRICS_PORT": "0",
         }
         with (data_dir / "console.log").open("ab") as log:
             process = subprocess.Popen(

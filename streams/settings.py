@@ -195,6 +195,9 @@ class Settings(BaseSettings):
         default="X-Forwarded-User",
         description="Header naming the signed-in person, set by the trusted proxy.",
     )
+    console_metrics_port: int = Field(
+        default=9466, ge=0, le=65535, description="Console metrics port (0: none)."
+    )
     console_max_decisions: int = Field(
         default=20_000,
         ge=100,

@@ -30,6 +30,7 @@ from starlette.templating import Jinja2Templates
 
 from streams.console import svg
 from streams.console.auth import CSRF_FIELD, CSRF_HEADER, Auth, csrf_ok, csrf_token
+from streams.console.metrics import ConsoleMetrics
 from streams.console.publish import ConsoleError, build_answer, build_control
 from streams.console.view import ConsoleView, Item
 from streams.errors import EscalationError, InputError
@@ -69,6 +70,7 @@ class Console:
     publisher: Publisher | None = None
     feed: Feed | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: ConsoleMetrics = field(default_factory=ConsoleMetrics)
     clock: Callable[[], float] = time.time
     _policies: dict[str, Policy] = field(default_factory=dict)
 
@@ -119,10 +121,12 @@ def _ago(seconds: float) -> str:
 
 
 class Refused(Exception):  # noqa: N818 - a response, not an error of ours
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "bad_field") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: The metric label: csrf, bad_field, not_found, unavailable.
+        self.reason = reason
 
 
 def create_app(console: Console) -> Starlette:
@@ -150,6 +154,7 @@ def create_app(console: Console) -> Starlette:
         async def guarded(request: Request) -> Response:
             user = console.auth.user(request)
             if user is None:
+                console.metrics.refused.labels("unauthenticated").inc()
                 html = "text/html" in request.headers.get("accept", "")
                 if request.method == "GET" and html and "hx-request" not in request.headers:
                     target = urlencode({"next": request.url.path})
@@ -158,6 +163,7 @@ def create_app(console: Console) -> Starlette:
             try:
                 return await handler(request, user)
             except Refused as exc:
+                console.metrics.refused.labels(exc.reason).inc()
                 return _text(exc.status, exc.message)
 
         return guarded
@@ -167,7 +173,7 @@ def create_app(console: Console) -> Starlette:
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         sent = values.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
         if not csrf_ok(request, sent):
-            raise Refused(403, "csrf: missing or wrong CSRF token (reload the page)")
+            raise Refused(403, "csrf: missing or wrong CSRF token (reload the page)", "csrf")
         return values
 
     # ------------------------------------------------------------ sign-in
@@ -185,13 +191,16 @@ def create_app(console: Console) -> Starlette:
         try:
             values = await form_of(request)
         except Refused as exc:
+            console.metrics.refused.labels(exc.reason).inc()
             return _text(exc.status, exc.message)
         for name in ("username", "password"):
             if not values.get(name):
+                console.metrics.refused.labels("bad_field").inc()
                 return _text(400, f"{name}: field required")
         username = values["username"]
         ok = await run_in_threadpool(console.auth.accounts.check, username, values["password"])
         if not ok:
+            console.metrics.refused.labels("bad_password").inc()
             response = templates.TemplateResponse(
                 request,
                 "login.html",
@@ -202,6 +211,7 @@ def create_app(console: Console) -> Starlette:
             return _secure(response)
         request.session.clear()
         request.session["user"] = username
+        console.metrics.sign_ins.inc()
         request.session[CSRF_FIELD] = secrets.token_urlsafe(32)
         return RedirectResponse(_local(values.get("next")) or "/waiting", status_code=303)
 
@@ -209,6 +219,7 @@ def create_app(console: Console) -> Starlette:
         try:
             await form_of(request)
         except Refused as exc:
+            console.metrics.refused.labels(exc.reason).inc()
             return _text(exc.status, exc.message)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
@@ -225,8 +236,10 @@ def create_app(console: Console) -> Starlette:
         now = console.clock()
         with console.lock:
             waiting = console.view.waiting(now)
+            console.metrics.decisions.set(len(console.view.items))
             shown = waiting[:limit]
             stats = {i.decision_id: console.view.pattern_stats(i) for i in shown}
+        console.metrics.waiting.set(len(waiting))
         return {"items": shown, "total": len(waiting), "stats": stats, "limit": limit}
 
     @signed_in
@@ -276,7 +289,9 @@ def create_app(console: Console) -> Starlette:
         with console.lock:
             item = console.view.get(decision_id)
             if item is None:
-                raise Refused(404, f"decision_id: no decision {decision_id[:80]!r} has been read")
+                raise Refused(
+                    404, f"decision_id: no decision {decision_id[:80]!r} has been read", "not_found"
+                )
             verified, how = console.view.chain_verdict(item)
             stats = console.view.pattern_stats(item)
             timeline = sorted(item.timeline, key=lambda s: (s.at, s.seq))
@@ -319,18 +334,21 @@ def create_app(console: Console) -> Starlette:
             )
         except InputError as exc:
             raise Refused(400, str(exc)) from None
-        await publish(console.publisher.answer if console.publisher else None, message)
+        await publish(console.publisher.answer if console.publisher else None, message, kind)
         if "hx-request" in request.headers:
             return render(request, "sent.html", user, message=message, kind=kind)
         return RedirectResponse(f"/decisions/{decision_id}", status_code=303)
 
-    async def publish(send: Callable[[Any], Any] | None, message: Any) -> None:
+    async def publish(send: Callable[[Any], Any] | None, message: Any, kind: str) -> None:
         if send is None:
-            raise Refused(503, "this console has no connection to Kafka: nothing was sent")
+            raise Refused(
+                503, "this console has no connection to Kafka: nothing was sent", "unavailable"
+            )
         try:
             await run_in_threadpool(send, message)
         except ConsoleError as exc:
-            raise Refused(503, str(exc)) from None
+            raise Refused(503, str(exc), "unavailable") from None
+        console.metrics.sent.labels(kind).inc()
 
     # ------------------------------------------------------------ fleet
 
@@ -390,7 +408,7 @@ def create_app(console: Console) -> Starlette:
             )
         except InputError as exc:
             raise Refused(400, str(exc)) from None
-        await publish(console.publisher.control if console.publisher else None, message)
+        await publish(console.publisher.control if console.publisher else None, message, command)
         return RedirectResponse("/fleet", status_code=303)
 
     # ------------------------------------------------------------ trends

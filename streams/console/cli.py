@@ -60,6 +60,14 @@ def serve(console: Console, *, addr: str, port: int, port_file: Path | None = No
     server = uvicorn.Server(config)
     if console.feed is not None:
         console.feed.start()
+    if console.settings.console_metrics_port:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(
+            console.settings.console_metrics_port,
+            addr=console.settings.metrics_addr,
+            registry=console.metrics.registry,
+        )
 
     async def run() -> None:
         task = asyncio.create_task(server.serve())

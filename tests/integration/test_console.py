@@ -103,6 +103,7 @@ def console_url(settings: Settings, worker: Worker) -> Iterator[str]:
         "ESCALATION_CONSOLE_ACCOUNTS_FILE": str(accounts),
         # A proxy that is not us: a user header from loopback must be ignored.
         "ESCALATION_CONSOLE_TRUSTED_PROXIES": "10.255.255.1",
+        "ESCALATION_CONSOLE_METRICS_PORT": "0",
     }
     log = (settings.data_dir / "console.log").open("ab")
     process = subprocess.Popen(

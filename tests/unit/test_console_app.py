@@ -82,6 +82,13 @@ def _csrf(client: TestClient) -> str:
     return found[1]
 
 
+def _refused(console: Console, reason: str) -> float:
+    value = console.metrics.registry.get_sample_value(
+        "escalation_console_requests_refused_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
 def _waiting_id(console: Console, level: int) -> str:
     return next(i.decision_id for i in console.view.waiting(console.clock()) if i.level == level)
 
@@ -95,6 +102,7 @@ def test_nothing_is_served_without_sign_in(console: Console) -> None:
         assert client.get(path).status_code == 401, path
     assert client.post("/fleet/freeze", data={"command": "freeze"}).status_code == 401
     assert console.publisher.sent == []  # type: ignore[union-attr]
+    assert _refused(console, "unauthenticated") == len(PAGES) + 2
 
 
 def test_every_page_renders_for_a_signed_in_person(client: TestClient, console: Console) -> None:
@@ -126,6 +134,7 @@ def test_a_wrong_password_and_missing_fields_are_refused(console: Console) -> No
     no_token = client.post("/login", data={"username": "alice", "password": PASSWORD})
     assert no_token.status_code == 403
     assert client.get("/fleet").status_code == 401
+    assert _refused(console, "bad_password") == 2
 
 
 def test_posts_without_the_csrf_token_are_refused(client: TestClient, console: Console) -> None:
@@ -137,6 +146,7 @@ def test_posts_without_the_csrf_token_are_refused(client: TestClient, console: C
     assert client.post("/fleet/freeze", data={"command": "freeze"}).status_code == 403
     assert client.post("/logout").status_code == 403
     assert console.publisher.sent == []  # type: ignore[union-attr]
+    assert _refused(console, "csrf") == 4
 
 
 def test_an_answer_names_the_signed_in_person_and_the_console_channel(
@@ -156,6 +166,10 @@ def test_an_answer_names_the_signed_in_person_and_the_console_channel(
     assert answer.false_positive
     assert answer.reason == "not a leak"
     assert answer.expires_at > answer.issued_at
+    sent = console.metrics.registry.get_sample_value(
+        "escalation_console_messages_sent_total", {"kind": "reject_fp"}
+    )
+    assert sent == 1
 
 
 def test_bad_form_fields_get_a_4xx_naming_the_field(client: TestClient, console: Console) -> None:
