@@ -398,6 +398,7 @@ class _Verifier:
         self.keys = keys
         self.max_gap = max_gap
         self.claims: list[_Claim] = []
+        self.settle_at = 4096
         self.checkpoints = 0
         self.unverified = 0
         self.latest = -math.inf  # the latest instant in the trail (events, checkpoints)
@@ -777,8 +778,11 @@ class _Verifier:
                 first = chain.covered.get(head.seq)
                 if first is None or at < first:
                     chain.covered[head.seq] = at
-        if len(self.claims) >= 4096:
+        if len(self.claims) >= self.settle_at:
             self.settle_claims(final=False)
+            # Claims that must wait (an export sorted by chain: checkpoints first) are
+            # looked at again only once as many more came: linear, not quadratic.
+            self.settle_at = max(4096, 2 * len(self.claims))
         return True
 
     def settle_claims(self, *, final: bool) -> None:
