@@ -28,7 +28,7 @@ import pytest
 from alertmanager import LocalAlertmanager, free_port
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from harness import DecisionReader, Feed, Worker
+from harness import DecisionReader, Feed, Worker, gate_key
 from pagerduty_standin import PagerDutyStandIn
 
 from streams import keys, samples
@@ -533,7 +533,9 @@ def test_a_timed_out_approval_walks_the_chain_in_alertmanager_and_resolves_after
     worker, feed = gate
     scenario = next(s for s in samples.SCENARIOS if s.name == "cert-second")
     proposal = samples.proposal(scenario, 1, at=dt.datetime.now(tz=dt.UTC), tag="pg-")
-    with running_pager(settings, alertmanager, pagerduty) as pager:
+    # The gate signs what it writes on oncall: the pager checks it with the gate's key.
+    verifier = keys.PublicKeys.from_pem_files([Path(f"{gate_key(settings)}.pub")])
+    with running_pager(settings, alertmanager, pagerduty, gate_keys=verifier) as pager:
         feed.proposals([proposal])
         with DecisionReader(settings) as reader:
             decision = reader.wait_for([proposal.proposal_id])[proposal.proposal_id]
@@ -552,6 +554,7 @@ def test_a_timed_out_approval_walks_the_chain_in_alertmanager_and_resolves_after
             "2": "sre-oncall-secondary",
         }
         assert all(a["labels"]["level"] == "2" for a in active(alertmanager, decision_id))
+        assert all("unverified" not in a["annotations"] for a in active(alertmanager, decision_id))
         for target in ("sre-oncall-primary", "sre-oncall-secondary"):
             assert wait_until(
                 lambda t=target: alertmanager.webhooks.notified(t, decision_id, "firing"),
@@ -571,3 +574,4 @@ def test_a_timed_out_approval_walks_the_chain_in_alertmanager_and_resolves_after
                 timeout=WAIT,
             )
         assert pager.metric("escalation_pager_records_total", type="resolved") == 1
+        assert pager.metric("escalation_pager_unverified_escalations_total", reason="unsigned") == 0
