@@ -230,7 +230,7 @@ def create_topics(
         created.append(name)
     if created:
         log.info("created topics %s", ", ".join(created))
-    enforce_gate_clock(settings, servers)
+    enforce_gate_clock(settings, servers, skip=created)
     return [topic.topic for topic in new_topics]
 
 
@@ -239,16 +239,40 @@ def input_topics(settings: Settings) -> list[str]:
     return [spec.full_name(settings) for spec in TOPICS if spec.direction == "in"]
 
 
-def enforce_gate_clock(settings: Settings, bootstrap: str) -> list[str]:
-    """Switch input topics created before (CreateTime) to LogAppendTime; those changed."""
+def _timestamp_type(settings: Settings, bootstrap: str, topic: str, *, want: str | None) -> str:
+    """The topic's timestamp type; waits (10 s) out a topic the broker does not know yet
+    and, with ``want``, a config change it has not applied yet (both are eventual)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            value = describe_topic_config(bootstrap, topic, settings=settings).get(
+                TIMESTAMP_TYPE, ""
+            )
+        except KafkaLauncherError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
+        if want is None or value == want or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def enforce_gate_clock(
+    settings: Settings, bootstrap: str, *, skip: Iterable[str] = ()
+) -> list[str]:
+    """Switch input topics created before (CreateTime) to LogAppendTime; those changed.
+
+    ``skip``: topics just created (with the right config already).
+    """
     from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry  # noqa: PLC0415
 
     admin = admin_client(bootstrap, **confluent_config(settings))
     changed = []
     for topic in input_topics(settings):
-        if describe_topic_config(bootstrap, topic, settings=settings).get(TIMESTAMP_TYPE) == (
-            "LogAppendTime"
-        ):
+        if topic in set(skip):
+            continue
+        if _timestamp_type(settings, bootstrap, topic, want=None) == "LogAppendTime":
             continue
         entry = ConfigEntry(
             TIMESTAMP_TYPE, "LogAppendTime", incremental_operation=AlterConfigOpType.SET
@@ -260,6 +284,7 @@ def enforce_gate_clock(settings: Settings, bootstrap: str) -> list[str]:
             raise KafkaLauncherError(
                 f"topic {topic}: could not set {TIMESTAMP_TYPE}=LogAppendTime: {exc}"
             ) from exc
+        _timestamp_type(settings, bootstrap, topic, want="LogAppendTime")
         log.warning("topic %s switched to %s=LogAppendTime", topic, TIMESTAMP_TYPE)
         changed.append(topic)
     return changed
@@ -270,8 +295,7 @@ def check_gate_clock(settings: Settings, bootstrap: str) -> None:
     wrong = [
         topic
         for topic in input_topics(settings)
-        if describe_topic_config(bootstrap, topic, settings=settings).get(TIMESTAMP_TYPE)
-        != "LogAppendTime"
+        if _timestamp_type(settings, bootstrap, topic, want="LogAppendTime") != "LogAppendTime"
     ]
     if wrong:
         msg = (
