@@ -106,6 +106,7 @@ def pager(ctx: click.Context, check: bool, log_level: str) -> None:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from streams.kafka.cli import cluster_bootstrap  # noqa: PLC0415
+    from streams.kafka.security import confluent_config  # noqa: PLC0415
     from streams.oncall.metrics import PagerMetrics  # noqa: PLC0415
     from streams.oncall.service import Pager  # noqa: PLC0415
     from streams.oncall.targets import Alertmanager, PagerDuty  # noqa: PLC0415
@@ -138,6 +139,9 @@ def pager(ctx: click.Context, check: bool, log_level: str) -> None:
         ),
         metrics=metrics,
         keys=gate_keys(settings),
+        # SASL/TLS of a secure cluster (KAFKA_SECURITY_PROTOCOL..., or the client
+        # properties file): the pager is an operator tool (group escalation-pager).
+        kafka_config=confluent_config(settings),
     )
     stop = threading.Event()
 
