@@ -16,7 +16,6 @@ from typing import Any, Literal, Protocol
 
 from streams.keys import Signer
 from streams.models import ApprovalResponse
-from streams.policy import Policy
 from streams.signing import sign_answer
 
 Role = Literal["approve", "reject", "abort"]
@@ -29,22 +28,6 @@ class Roles(Protocol):
     """Whether a person holds a role (the keyring's ``roles`` of each person)."""
 
     def may(self, person: str, role: Role) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRoles:
-    """Roles as the policy in force grants them: approvers approve, reject and abort;
-    on-call rejects and aborts. The gate judges answers by the same lists."""
-
-    policy: Policy
-
-    def may(self, person: str, role: Role) -> bool:
-        approval = self.policy.approval
-        if person in self.policy.trusted_ai_systems:
-            return False
-        if role == "approve":
-            return person in approval.approvers
-        return person in approval.approvers or person in approval.oncall
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from streams.models import ApprovalResponse
 from streams.models.decision import decision_json
 from streams.policy import evaluate
 from streams.slack import blocks
-from streams.slack.answers import PolicyRoles
+from streams.slack.answers import KeyringRoles
 from streams.slack.config import Channels, Users
 from streams.slack.metrics import SlackMetrics
 from streams.slack.service import Publisher, SlackService, http_server
@@ -37,6 +37,15 @@ POLICY = load_policy(ROOT / "policies" / "escalation-policy.yaml")
 CHANNEL = "C07SREAPPRV"
 PAYMENTS = "C07PAYMENTS"
 ALICE, BOB, MALLORY, ONCALL = "U07ALICE01", "U07BOB0002", "U07MALLORY", "U07ONCALL1"
+# As the development keyring grants them: approvers everything, on-call reject and abort;
+# an AI system is never a person of the keyring.
+ROLES = KeyringRoles(
+    {
+        "alice": frozenset({"approve", "reject", "abort"}),
+        "bob": frozenset({"approve", "reject", "abort"}),
+        "sre-oncall-primary": frozenset({"reject", "abort"}),
+    }
+)
 USERS = Users(
     {
         ALICE: "alice",
@@ -145,7 +154,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         signer=SLACK_KEY,
         users=USERS,
         channels=Channels(CHANNEL, {"payments-api": PAYMENTS}),
-        roles=PolicyRoles(POLICY),
+        roles=ROLES,
         store=Store(tmp_path / "slack.sqlite3"),
         publisher=Publisher(published.produce, "t.approvals"),
         topics={

@@ -16,7 +16,7 @@ from streams import keys
 from streams.models.decision import decision_json
 from streams.policy import evaluate
 from streams.slack import blocks, track
-from streams.slack.answers import KeyringRoles, PolicyRoles, nonce_for, signed_answer
+from streams.slack.answers import KeyringRoles, nonce_for, signed_answer
 
 POLICY = load_policy(DEFAULT_POLICY)
 NOW = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)
@@ -194,22 +194,6 @@ def test_the_change_record_modal_requires_an_input() -> None:
     (field,) = [b for b in modal["blocks"] if b["type"] == "input"]
     assert field["block_id"] == blocks.CHANGE_RECORD_BLOCK
     assert "optional" not in field
-
-
-@pytest.mark.parametrize(
-    ("person", "role", "may"),
-    [
-        ("alice", "approve", True),
-        ("alice", "reject", True),
-        ("sre-oncall-primary", "approve", False),
-        ("sre-oncall-primary", "reject", True),
-        ("sre-oncall-primary", "abort", True),
-        ("holmesgpt", "reject", False),
-        ("mallory", "reject", False),
-    ],
-)
-def test_policy_roles(person: str, role: Any, may: bool) -> None:
-    assert PolicyRoles(POLICY).may(person, role) is may
 
 
 def test_keyring_roles() -> None:
