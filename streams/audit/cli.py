@@ -258,6 +258,12 @@ class _Source:
     # With --topic: partition and offset of each record, two numbers per position.
     where: array[int] | None = None
 
+    def partition(self, position: int) -> int | None:
+        """The topic partition of the record at ``position`` (``None`` for a file)."""
+        if self.where is None or 2 * position >= len(self.where):
+            return None
+        return self.where[2 * position]
+
     def location(self, position: int) -> str:
         if self.where is None:
             return f"line {position + 1}"
@@ -378,7 +384,12 @@ def verify_command(  # noqa: PLR0917 - click passes one parameter per option
     source, records = _records(file, from_topic=from_topic, timeout=timeout, where=True)
     try:
         report = verify(
-            records, expect_heads=heads, keys=keys, checkpoints=outside, max_gap=max_gap
+            records,
+            expect_heads=heads,
+            keys=keys,
+            checkpoints=outside,
+            max_gap=max_gap,
+            partition_of=source.partition if source.where is not None else None,
         )
     except _ReadError as exc:
         _fail(str(exc))

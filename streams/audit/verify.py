@@ -48,6 +48,8 @@ Signed checkpoints (:mod:`streams.audit.checkpoint`) add:
   recomputed) after the checkpoint.
 * ``truncation`` also when a chain ends before a seq a checkpoint signed, and when
   the trail does not reach a checkpoint kept outside it (``checkpoints``).
+* ``misplaced`` (reading a topic, ``partition_of``): a record of a chain found in
+  another audit partition than the one its name ends with.
 * ``checkpoint_gap`` (with ``max_gap``): events that no signed checkpoint covered
   within ``max_gap`` seconds (an edit with a recomputation there would go unseen).
 * ``unverified`` (a note): a checkpoint whose signature was not checked because no
@@ -69,18 +71,26 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from streams.audit.chain import GENESIS, ChainHead, body_hash, instant_json, is_checkpoint_chain
+from streams.audit.chain import (
+    GENESIS,
+    ChainHead,
+    audit_partition,
+    body_hash,
+    instant_json,
+    is_checkpoint_chain,
+)
 from streams.audit.checkpoint import check_signature, key_of, parse_checkpoint
 from streams.errors import AuditChainError, InputError
 from streams.models.audit import AuditBody, AuditEvent
 from streams.models.codec import validate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from streams.keys import PublicKeys
 
 FindingKind = Literal[
+    "misplaced",
     "bad_checkpoint",
     "checkpoint_mismatch",
     "checkpoint_gap",
@@ -108,6 +118,7 @@ ERROR_KINDS: frozenset[str] = frozenset(
         "bad_checkpoint",
         "checkpoint_mismatch",
         "checkpoint_gap",
+        "misplaced",
     }
 )
 NOTE_KINDS: frozenset[str] = frozenset({"redelivered", "metadata", "unverified"})
@@ -391,7 +402,13 @@ def _span(lo: int, hi: int) -> str:
 
 
 class _Verifier:
-    def __init__(self, keys: PublicKeys | None = None, max_gap: float | None = None) -> None:
+    def __init__(
+        self,
+        keys: PublicKeys | None = None,
+        max_gap: float | None = None,
+        partition_of: Callable[[int], int | None] | None = None,
+    ) -> None:
+        self.partition_of = partition_of
         self.findings: list[Finding] = []
         self.chains: dict[str, _Chain] = {}
         self.records = 0
@@ -483,10 +500,28 @@ class _Verifier:
         if envelope is not None and not edited:
             self.check_metadata(position, envelope)
         self.place(position, body, edited=edited)
+        if self.partition_of is not None:
+            self.check_partition(position, body)
         if not edited:
             self.latest = max(self.latest, body.at.timestamp())
             if body.kind == "checkpoint":
                 self.checkpoint(position, body)
+
+    def check_partition(self, position: int, body: AuditBody) -> None:
+        """On the topic, a chain lives in the audit partition its name ends with."""
+        assert self.partition_of is not None  # noqa: S101 - callers check
+        stored = self.partition_of(position)
+        home = audit_partition(body.chain)
+        if stored is not None and home is not None and stored != home:
+            self.add(
+                "misplaced",
+                body.chain,
+                position,
+                body.seq,
+                f"chain {body.chain} lives in audit partition {home}, this record is in "
+                f"partition {stored}: moved there, or not written by the gate (the re-sync "
+                "of the chain would not see it)",
+            )
 
     def malformed(self, position: int, obj: Any, exc: InputError, *, envelope: bool) -> None:
         body = obj.get("event") if envelope and isinstance(obj, dict) else obj
@@ -969,6 +1004,7 @@ def verify(
     keys: PublicKeys | None = None,
     checkpoints: Sequence[AuditBody] = (),
     max_gap: float | None = None,
+    partition_of: Callable[[int], int | None] | None = None,
 ) -> VerifyReport:
     """Verify the hash chains in ``records``, in the order they were stored.
 
@@ -985,8 +1021,10 @@ def verify(
     note) and the trail must hold the heads it signed. ``checkpoints`` are
     checkpoint bodies kept outside the trail: the trail must reach each one and
     the heads it signed. With ``max_gap`` (seconds), events that no checkpoint
-    signed within that time are reported as ``checkpoint_gap``.
+    signed within that time are reported as ``checkpoint_gap``. ``partition_of``
+    (reading a topic) gives the audit partition of the record at a position: a
+    chain found outside the partition its name ends with is ``misplaced``.
     """
-    verifier = _Verifier(keys, max_gap)
+    verifier = _Verifier(keys, max_gap, partition_of)
     end = verifier.run(records)
     return verifier.finish(end, expect_heads or {}, checkpoints)

@@ -147,6 +147,24 @@ def test_verify_topic_refuses_a_checkpoint_from_an_unknown_key_and_passes_a_know
     assert refused.stdout.count("bad_checkpoint: checkpoint: unknown_key") == 2
 
 
+def test_verify_topic_reports_a_chain_moved_to_another_audit_partition(
+    settings: Settings, topics: list[str], tmp_path: Path
+) -> None:
+    gate = Gate(GATE)
+    for chain in sorted(gate.heads):
+        gate.event(chain)
+    gate.checkpoint()
+    _produce(settings, gate.records())
+    stray = next(r for r in gate.records() if body(r)["chain"] == "proposals:1")
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    producer.produce(settings.topic("audit"), stray, key=b"proposals:1", partition=0)
+    assert producer.flush(30) == 0
+    result = _verify(settings, "verify", "--topic", "--public-key", _pub(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "misplaced: chain proposals:1 lives in audit partition 1" in result.stdout
+    assert "(partition 0 offset" in result.stdout
+
+
 def test_checkpoint_out_and_verify_checkpoint_catch_a_topic_that_lost_its_tail(
     settings: Settings, topics: list[str], tmp_path: Path
 ) -> None:

@@ -419,3 +419,15 @@ def seal_json_legacy(head: ChainHead, n: int) -> tuple[bytes, ChainHead]:
         head, kind="decision", event_id=f"d{n}:decision", actor="escalation-gate",
         at=T0 + dt.timedelta(seconds=60 * n), data={}, fields={}, host="h", index="escalation",
     )  # fmt: skip
+
+
+def test_on_the_topic_a_chain_found_in_another_audit_partition_is_misplaced() -> None:
+    gate = trail(GATE, events=8, every=4)
+    records = gate.records()
+    partitions = [audit_partition(body(r)["chain"]) for r in records]
+    assert verify(records, keys=KEYS, partition_of=lambda n: partitions[n]).ok
+    moved = next(n for n, r in enumerate(records) if body(r)["chain"] == "proposals:1")
+    partitions[moved] = 0  # the record now stands in partition 0's stretch of the topic
+    report = verify(records, keys=KEYS, partition_of=lambda n: partitions[n])
+    assert kinds(report) == ["misplaced"]
+    assert "lives in audit partition 1" in report.errors[0].message
