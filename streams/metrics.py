@@ -46,6 +46,13 @@ class Metrics:
         self.policy_info = Gauge(
             "escalation_policy_info", "Policy in force (value 1)", ["version", "digest"], registry=r
         )
+        self.calibration_error = Gauge(
+            "escalation_ai_calibration_error",
+            "How far an AI system's reported confidence is from how often it was right "
+            "(measure ece: expected calibration error; brier: Brier score)",
+            ["ai_system", "model", "measure"],
+            registry=r,
+        )
         self.policy_overdue = Gauge(
             "escalation_policy_review_overdue",
             "1 when the policy in force is past its next review date (decisions capped at 2)",

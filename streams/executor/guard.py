@@ -62,6 +62,9 @@ class Action:
     pattern: str
     ai_system: str
     abort_window_ends_at: dt.datetime | None = None
+    #: What the AI system reported, for the outcome (the gate calibrates from it).
+    model: str | None = None
+    confidence: float | None = None
 
     @classmethod
     def of(cls, decision: Decision) -> Action:
@@ -80,6 +83,8 @@ class Action:
             pattern=decision.proposal.pattern,
             ai_system=decision.proposal.source.ai_system,
             abort_window_ends_at=decision.abort_window_ends_at,
+            model=decision.proposal.source.model,
+            confidence=decision.proposal.confidence.model,
         )
 
     def to_json(self) -> dict[str, Any]:

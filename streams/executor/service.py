@@ -329,6 +329,12 @@ class Executor:
             executor=self.name,
             duration_seconds=seconds,
             detail=detail[:4000],
+            target_kind=action.target_kind,
+            namespace=action.namespace,
+            environment=action.environment,
+            parameters=action.parameters,
+            model=action.model,
+            confidence=action.confidence,
         )
         return self.signer.sign(outcome.model_dump(mode="json", exclude={"signature"}))
 

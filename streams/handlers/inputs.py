@@ -9,8 +9,10 @@ from streams.policy.model import Oncall
 from streams.state.records import (
     StateUpdate,
     budget_update,
+    judged_update,
     outcome_update,
     requalification_update,
+    signature_update,
     verdict_update,
 )
 
@@ -53,6 +55,7 @@ def on_outcome(outcome: Outcome, origin: Origin, oncall: Oncall | None = None) -
             target=oncall.verification_target if oncall is not None else None,
             level=outcome.level,
         )
+    state += _trust_updates(outcome, origin)
     if outcome.level >= 3 and not outcome.successful:
         state.append(
             requalification_update(
@@ -83,6 +86,41 @@ def on_outcome(outcome: Outcome, origin: Origin, oncall: Oncall | None = None) -
     )
     # The state updates come first, as they did when each was sent on the spot.
     return Effects(state=tuple(state)) + effects + Effects(audits=(audit,))
+
+
+def _trust_updates(outcome: Outcome, origin: Origin) -> list[StateUpdate]:
+    """What the outcome teaches (streams/state/trust.py): its signature is known, and its
+    AI system's reported confidence was right (a clean success) or wrong. Only when the
+    executor copied the decision's signature and confidence into the outcome."""
+    out: list[StateUpdate] = []
+    if outcome.target_kind and outcome.namespace and outcome.environment:
+        signature = {
+            "pattern": outcome.pattern,
+            "action_type": outcome.action_type,
+            "target_kind": outcome.target_kind,
+            "namespace": outcome.namespace,
+            "environment": outcome.environment,
+            "parameters": outcome.parameters or {},
+        }
+        out.append(
+            signature_update(
+                outcome.pattern,
+                outcome.action_type,
+                signature,
+                update_id=origin.update_id("signatures"),
+            )
+        )
+    if outcome.confidence is not None:
+        out.append(
+            judged_update(
+                outcome.ai_system,
+                outcome.model,
+                confidence=outcome.confidence,
+                right=outcome.successful and not outcome.not_needed,
+                update_id=origin.update_id("calibration"),
+            )
+        )
+    return out
 
 
 def on_budget(update: ErrorBudgetUpdate) -> Effects:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, JsonValue, model_validator
 
 from streams.models.base import Bool, Fraction, Id, Instant, Level, StrictStr, Text, WireModel
 
@@ -62,6 +62,15 @@ class Outcome(WireModel):
     executor: Id | None = None
     duration_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     detail: Text = ""
+    #: The rest of the proposal's signature and what its AI system reported, copied
+    #: from the decision: the gate learns known signatures and calibrates confidence
+    #: from them (streams/state/trust.py). Absent: the outcome teaches neither.
+    target_kind: Id | None = None
+    namespace: Id | None = None
+    environment: Id | None = None
+    parameters: dict[str, JsonValue] | None = None
+    model: Id | None = None
+    confidence: Fraction | None = None
     signature: Signature | None = None
 
     @property
@@ -107,9 +116,7 @@ class ControlCommand(WireModel):
     """
 
     schema_version: Literal[1]
-    command: Literal[
-        "freeze", "unfreeze", "requalify", "revoke", "reload_policy", "import_history"
-    ]
+    command: Literal["freeze", "unfreeze", "requalify", "revoke", "reload_policy", "import_history"]
     user: Id
     service: Id | None = None
     pattern: Id | None = None

@@ -23,7 +23,17 @@ from streams.models import HistoryRecord
 from streams.models.codec import canonical_json
 from streams.state.reducers import STATE_SCHEMA_VERSION
 
-Table = Literal["history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy"]
+Table = Literal[
+    "history",
+    "verdicts",
+    "budgets",
+    "requalification",
+    "freeze",
+    "velocity",
+    "policy",
+    "signatures",
+    "calibration",
+]
 
 
 def history_key(pattern: str, action_type: str) -> str:
@@ -85,6 +95,24 @@ def verdict_update(
     """A human verdict on one of an AI system's proposals (its false-positive rate)."""
     body = {"op": "verdict", "false_positive": false_positive, "at": at}
     return StateUpdate("verdicts", ai_system, _with_id(body, update_id))
+
+
+def signature_update(
+    pattern: str, action_type: str, signature: Mapping[str, Any], *, update_id: str | None
+) -> StateUpdate:
+    """A signature of this pattern and action had an outcome: it is known (similarity)."""
+    body = {"op": "signature", "signature": dict(signature)}
+    return StateUpdate("signatures", history_key(pattern, action_type), _with_id(body, update_id))
+
+
+def judged_update(
+    ai_system: str, model: str | None, *, confidence: float, right: bool, update_id: str | None
+) -> StateUpdate:
+    """One judged proposal of an AI system and model at its reported confidence."""
+    from streams.policy.calibration import STATE_BINS, calibration_key  # noqa: PLC0415
+
+    body = {"op": "judged", "confidence": confidence, "right": right, "bins": STATE_BINS}
+    return StateUpdate("calibration", calibration_key(ai_system, model), _with_id(body, update_id))
 
 
 def budget_update(service: str, *, remaining: float, at: float) -> StateUpdate:

@@ -180,7 +180,17 @@ def recent_autonomous(
     return count
 
 
-TABLES = ("history", "verdicts", "budgets", "requalification", "freeze", "velocity", "policy")
+TABLES = (
+    "history",
+    "verdicts",
+    "budgets",
+    "requalification",
+    "freeze",
+    "velocity",
+    "policy",
+    "signatures",
+    "calibration",
+)
 _RECENT_IDS = 64  # other update ids remembered per key, to drop a redelivered update
 IMPORT_PREFIX = "import:"  # ids of imported history, derived from the content
 
@@ -279,6 +289,13 @@ def apply_update(old: State | None, update: Mapping[str, Any]) -> State | None:
         )
     elif op == "policy":
         new = {k: update.get(k) for k in ("yaml", "digest", "by")}
+    elif op in {"signature", "judged"}:
+        from streams.state.trust import apply_trust_update  # noqa: PLC0415 - trust imports us
+
+        trusted = apply_trust_update(old, update)
+        if trusted is None:
+            return None
+        new = trusted
     elif op == "outcomes":
         new = _apply_counts(old, update)
     elif op == "verdicts":

@@ -52,6 +52,7 @@ from streams.policy.keyring import Keyring
 from streams.settings import Settings
 from streams.state import reducers
 from streams.state.records import PendingEntry
+from streams.state.trust import calibration_errors
 from streams.topology.acks import consume
 from streams.topology.approvals import Approvals
 from streams.topology.assignment import Assignment
@@ -293,6 +294,10 @@ class Gate:
         if table == "verdicts":
             rate = reducers.ai_fp_rate(value, dt.datetime.now(tz=dt.UTC))
             self.metrics.ai_fp_rate.labels(key).set(rate if rate is not None else 0.0)
+        elif table == "calibration":
+            for ai_system, model, ece, brier in calibration_errors({key: value}, self.policy):
+                self.metrics.calibration_error.labels(ai_system, model, "ece").set(ece)
+                self.metrics.calibration_error.labels(ai_system, model, "brier").set(brier)
         elif table == "policy" and key == "current" and value:
             self.adopt_policy(value)
 

@@ -313,6 +313,13 @@ class Feed:
                 "result": "success",
                 "verification": "passed",
                 "at": dt.datetime.now(tz=dt.UTC).isoformat(),
+                # What the gate learns signatures and calibration from (as the executor).
+                "target_kind": p["action"]["target"]["kind"],
+                "namespace": p["action"]["target"]["namespace"],
+                "environment": p["action"]["target"]["environment"],
+                "parameters": p["action"]["parameters"],
+                "model": p["source"].get("model"),
+                "confidence": p["confidence"]["model"],
                 **overrides,
             }
         )

@@ -222,3 +222,52 @@ def test_calibration_errors_per_ai_system_and_model(default_policy: Policy) -> N
     assert (ai_system, model) == ("holmesgpt", "gpt-4.1")
     assert ece == pytest.approx(0.3)
     assert brier == pytest.approx(0.33)
+
+
+def _outcome(**fields: Any) -> Any:
+    from streams.models import Outcome  # noqa: PLC0415
+
+    return Outcome.model_validate(
+        {
+            "schema_version": 1,
+            "decision_id": "d-1",
+            "proposal_id": "p-1",
+            "pattern": "oom-kill/stateless-deployment",
+            "action_type": "rolling_restart",
+            "ai_system": "holmesgpt",
+            "service": "checkout-api",
+            "level": 4,
+            "result": "success",
+            "verification": "passed",
+            "at": NOW.isoformat(),
+            **fields,
+        }
+    )
+
+
+def test_an_outcome_with_the_decisions_signature_teaches_both_tables() -> None:
+    from streams.state import apply_update  # noqa: PLC0415
+
+    origin = Origin("escalation.outcomes", 0, 3, NOW.timestamp(), b"k", b"{}")
+    outcome = _outcome(target_kind="Deployment", namespace="shop", environment="production",
+                       parameters={}, model="gpt-4.1", confidence=0.9, not_needed=True)  # fmt: skip
+
+    updates = {u.table: u for u in handlers.on_outcome(outcome, origin).state}
+    signature = apply_update(None, updates["signatures"].record())
+    judged = apply_update(None, updates["calibration"].record())
+
+    assert updates["signatures"].key == KEY
+    assert signature is not None
+    assert signature["known"][0]["target_kind"] == "Deployment"
+    assert updates["calibration"].key == "holmesgpt|gpt-4.1"
+    assert judged is not None
+    assert judged["bins"][90][:2] == [1, 0]  # not needed: the confidence was wrong
+    assert apply_update(judged, updates["calibration"].record()) is None  # redelivered
+
+
+def test_an_outcome_without_them_teaches_neither() -> None:
+    origin = Origin("escalation.outcomes", 0, 3, NOW.timestamp(), b"k", b"{}")
+
+    tables = {u.table for u in handlers.on_outcome(_outcome(), origin).state}
+
+    assert not {"signatures", "calibration"} & tables
