@@ -56,14 +56,10 @@ def check_targets(settings: Settings) -> list[str]:
             "either: the pager would page nobody"
         )
         raise click.UsageError(msg)
-    if settings.alertmanager_url and not settings.alertmanager_url.startswith(
-        ("http://", "https://")
-    ):
-        msg = (
-            "ESCALATION_ALERTMANAGER_URL: must be an http(s) URL, "
-            f"got {settings.alertmanager_url!r}"
-        )
-        raise click.UsageError(msg)
+    for url in (settings.alertmanager_url or "").split(","):
+        if settings.alertmanager_url and not url.strip().startswith(("http://", "https://")):
+            msg = f"ESCALATION_ALERTMANAGER_URL: must be http(s) URLs, got {url.strip()!r}"
+            raise click.UsageError(msg)
     if (default_key or keys) and not settings.pagerduty_url.startswith("https://"):
         msg = f"ESCALATION_PAGERDUTY_URL: must be an https URL, got {settings.pagerduty_url!r}"
         raise click.UsageError(msg)
@@ -109,7 +105,7 @@ def pager(ctx: click.Context, check: bool, log_level: str) -> None:
     from streams.kafka.security import confluent_config  # noqa: PLC0415
     from streams.oncall.metrics import PagerMetrics  # noqa: PLC0415
     from streams.oncall.service import Pager  # noqa: PLC0415
-    from streams.oncall.targets import Alertmanager, PagerDuty  # noqa: PLC0415
+    from streams.oncall.targets import Alertmanagers, PagerDuty  # noqa: PLC0415
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -129,7 +125,11 @@ def pager(ctx: click.Context, check: bool, log_level: str) -> None:
         topic=settings.topic("oncall"),
         group=settings.pager_group,
         config=pager_config(settings),
-        alertmanager=Alertmanager(settings.alertmanager_url) if settings.alertmanager_url else None,
+        alertmanager=(
+            Alertmanagers.from_urls(settings.alertmanager_url)
+            if settings.alertmanager_url
+            else None
+        ),
         pagerduty=(
             PagerDuty(
                 default_key, keys, url=settings.pagerduty_url, ca_file=settings.pagerduty_ca_file

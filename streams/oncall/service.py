@@ -34,7 +34,7 @@ from streams.models.codec import parse_json
 from streams.oncall import pages
 from streams.oncall.metrics import PagerMetrics
 from streams.oncall.pages import Book, Effect, PagerConfig, PostAlerts
-from streams.oncall.targets import Alertmanager, DeliveryError, PagerDuty
+from streams.oncall.targets import Alertmanager, Alertmanagers, DeliveryError, PagerDuty
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Pager:
         topic: str,
         group: str,
         config: PagerConfig,
-        alertmanager: Alertmanager | None,
+        alertmanager: Alertmanager | Alertmanagers | None,
         pagerduty: PagerDuty | None,
         metrics: PagerMetrics | None = None,
         clock: Callable[[], float] = time.time,

@@ -9,6 +9,7 @@ which says whether trying again can help (a network error, a 5xx or a 429) or no
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from streams.errors import EscalationError
 from streams.oncall.pages import PagerDutyEvent
 
 TIMEOUT_SECONDS = 10
+log = logging.getLogger(__name__)
 
 
 class DeliveryError(EscalationError, RuntimeError):
@@ -80,6 +82,49 @@ class Alertmanager:
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+class Alertmanagers:
+    """Every Alertmanager of an HA cluster (they share silences and notifications by
+    gossip, not alerts, so each is sent every alert, as Prometheus does).
+
+    A post is delivered when one of them took it (its notification can go out); the
+    others get it again with the next keep-alive. It fails only when every one did.
+    """
+
+    system = "alertmanager"
+
+    def __init__(self, members: list[Alertmanager]) -> None:
+        if not members:
+            msg = "at least one Alertmanager is needed"
+            raise ValueError(msg)
+        self.members = members
+
+    @classmethod
+    def from_urls(cls, urls: str) -> Alertmanagers:
+        """From a comma-separated list of URLs."""
+        return cls([Alertmanager(url.strip()) for url in urls.split(",") if url.strip()])
+
+    def post(self, alerts: list[dict[str, Any]]) -> None:
+        """Post to each; ``DeliveryError`` only when none took it (transient if any may)."""
+        errors: list[DeliveryError] = []
+        for member in self.members:
+            try:
+                member.post(alerts)
+            except DeliveryError as exc:
+                errors.append(exc)
+                log.warning("%s", exc)
+        if len(errors) == len(self.members):
+            raise DeliveryError(
+                self.system,
+                "; ".join(str(e).removeprefix("alertmanager: ") for e in errors),
+                transient=any(e.transient for e in errors),
+            )
+
+    def close(self) -> None:
+        """Close every member's connection pool."""
+        for member in self.members:
+            member.close()
 
 
 class PagerDuty:

@@ -37,7 +37,7 @@ from streams.models import OncallEscalation, OncallResolution, encode
 from streams.oncall.metrics import PagerMetrics
 from streams.oncall.pages import PagerConfig
 from streams.oncall.service import Pager
-from streams.oncall.targets import Alertmanager, PagerDuty
+from streams.oncall.targets import Alertmanager, Alertmanagers, PagerDuty
 from streams.settings import Settings
 from streams.testing import wait_until
 
@@ -85,13 +85,14 @@ def running_pager(
     group: str | None = None,
     routing_keys: dict[str, str] | None = None,
     gate_keys: keys.PublicKeys | None = None,
+    alertmanagers: Alertmanagers | None = None,
 ) -> Iterator[Running]:
     pager = Pager(
         bootstrap=settings.bootstrap_servers or "",
         topic=settings.topic("oncall"),
         group=group or f"pager-{uuid.uuid4().hex[:8]}",
         config=PagerConfig(console_url="https://gate.example.com", repost=REPOST),
-        alertmanager=Alertmanager(alertmanager.url),
+        alertmanager=alertmanagers or Alertmanager(alertmanager.url),
         pagerduty=PagerDuty(
             ROUTING_KEY, routing_keys, url=pagerduty.url, ca_file=pagerduty.ca_file
         ),
@@ -348,6 +349,24 @@ def test_pagerduty_down_for_a_while_gets_the_page_once_it_answers(
         assert pager.metric("escalation_pager_deliveries_total", system="pagerduty",
                             action="trigger", result="failed") == 3  # fmt: skip
         assert len(pagerduty.events_for(decision)) == 1
+
+
+def test_one_alertmanager_of_a_cluster_down_does_not_stop_the_page(
+    settings: Settings, oncall: Oncall, alertmanager: LocalAlertmanager,
+    pagerduty: PagerDutyStandIn,
+) -> None:  # fmt: skip
+    """Each member of an HA pair is sent every alert; one that does not answer is
+    tried again by the keep-alive, the page goes out through the other."""
+    decision = _decision()
+    down = f"http://127.0.0.1:{free_port()}"
+    cluster = Alertmanagers.from_urls(f"{down}, {alertmanager.url}")
+    with running_pager(settings, alertmanager, pagerduty, alertmanagers=cluster) as pager:
+        oncall.send(escalation(decision, 1, "sre-oncall-primary"), service="checkout-api")
+        assert wait_until(lambda: len(active(alertmanager, decision)) == 1, timeout=WAIT)
+        assert pager.metric("escalation_pager_deliveries_total", system="alertmanager",
+                            action="open", result="ok") == 1  # fmt: skip
+        assert pager.metric("escalation_pager_deliveries_total", system="alertmanager",
+                            action="open", result="failed") == 0  # fmt: skip
 
 
 def test_a_refused_event_and_an_invalid_record_do_not_stop_later_pages(
