@@ -239,7 +239,12 @@ def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) ->
             failures.append(str(err))
 
     for key, value in messages:
-        producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let it drain, never a traceback
+                producer.poll(0.1)
         producer.poll(0)
     remaining = producer.flush(30)
     if remaining or failures:
@@ -272,27 +277,33 @@ def history() -> None:
 
 
 @history.command("import")
-@click.argument("source", metavar="FILE.jsonl")
+@click.argument("source", metavar="FILE.jsonl|-")
 @click.option("--as", "user", required=True, help="Who imports (keyring role import_history).")
+@click.option("--progress", is_flag=True, help="A progress bar on stderr (default: on a terminal).")
 @click.pass_context
-def history_import(ctx: click.Context, source: str, user: str) -> None:
-    """Seed incident history and AI verdicts from past incidents (JSON lines)."""
+def history_import(ctx: click.Context, source: str, user: str, progress: bool) -> None:
+    """Seed incident history and AI verdicts from past incidents (JSON lines, streamed)."""
+    from streams.history_import import Sender, producer_for, run_import  # noqa: PLC0415
     from streams.identities import person_key  # noqa: PLC0415
     from streams.models import HistoryRecord, encode  # noqa: PLC0415
     from streams.signing import history_commands, sign_command  # noqa: PLC0415
 
-    records = _decode_all(HistoryRecord, source)
     settings = settings_from(ctx)
-    signer = person_key(settings, user)
-    # Signed batches on ``control``: the gate checks the import_history role and folds
-    # them (ids from content: importing the same file twice counts it once).
-    messages = [
-        (b"control", encode(sign_command(command, signer)))
-        for command in history_commands(records, user=user)
-    ]
-    _produce(_bootstrap(ctx), settings.topic("control"), messages)
-    click.echo(f"sent {len(records)} incident(s) in {len(messages)} signed batch(es) to "
-               f"{settings.topic('control')}")  # fmt: skip
+    sender = Sender(producer_for(_bootstrap(ctx)), settings.topic("control"))
+    signers: list[Any] = []  # the key is read with the first batch: a bad file is named first
+
+    def send(batch: list[HistoryRecord]) -> None:
+        # Signed batches of at most 500 on ``control``: the gate checks the
+        # import_history role and folds them (ids from content: a rerun counts once).
+        if not signers:
+            signers.append(person_key(settings, user))
+        for command in history_commands(batch, user=user):
+            sender.send(b"control", encode(sign_command(command, signers[0])))
+
+    # The file is streamed (streams/history_import.py): memory does not grow with it.
+    report = run_import(source, send, progress=progress or sys.stderr.isatty())
+    sender.close()
+    click.echo(report.summary(settings.topic("control")))
 
 
 @cli.command()

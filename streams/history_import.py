@@ -46,7 +46,7 @@ class Report:
     def summary(self, destination: str) -> str:
         """One line for the user."""
         return (
-            f"imported {self.incidents:,} incident(s) in {self.batches:,} batch(es) to "
+            f"imported {self.incidents:,} incident(s) in {self.batches:,} signed batch(es) to "
             f"{destination}: {len(self.patterns):,} pattern/action pair(s), "
             f"{len(self.ai_systems):,} AI system(s), {self.seconds:.1f}s "
             f"({self.rate:,.0f} incidents/s)"
@@ -222,18 +222,21 @@ class RichProgress:
 
 def open_source(source: str) -> tuple[IO[bytes], str, int | None]:
     """The byte stream of ``source`` (``-``: stdin), its shown name and size if known."""
+    from streams.files import shown_path  # noqa: PLC0415
+
     if source == "-":
         return sys.stdin.buffer, "<stdin>", None
     path = Path(source)
+    name = shown_path(source)
     try:
         stream = path.open("rb")
     except OSError as exc:
-        raise InputError(source, f"cannot be read: {exc.strerror or exc}") from None
+        raise InputError(name, f"cannot read input: {exc.strerror or exc}") from None
     try:
         size: int | None = path.stat().st_size if path.is_file() else None
     except OSError:
         size = None
-    return stream, source, size
+    return stream, name, size
 
 
 def producer_for(bootstrap: str, **overrides: Any) -> Any:
@@ -257,9 +260,13 @@ def run_import(
     try:
         items = records(read_lines(stream, name))
         if not progress:
-            return import_history(items, send)
-        with RichProgress(size) as bar:
-            return import_history(items, send, progress=bar)
+            report = import_history(items, send)
+        else:
+            with RichProgress(size) as bar:
+                report = import_history(items, send, progress=bar)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if not report.incidents:
+        raise InputError(name, "no JSON documents")
+    return report

@@ -83,6 +83,8 @@ class Mirror:
         self.folded = 0  # updates folded from ``state`` since start
         self.skipped_newer = 0  # records of a newer schema version, left alone
         self._skip: dict[tuple[str, str], int] = {}
+        self._started = time.monotonic()
+        self.ready_seconds = 0.0  # from start() until caught up
         # ``state`` partition -> keys ``prune`` changed or removed, until written.
         self.pruned: dict[int, set[tuple[str, str]]] = {}
 
@@ -160,6 +162,7 @@ class Mirror:
 
     async def start(self) -> None:
         """Start folding; returns at once (``ready`` is set once caught up)."""
+        self._started = time.monotonic()
         self._task = asyncio.create_task(self._supervise(), name="state-mirror")
 
     async def stop(self) -> None:
@@ -295,8 +298,9 @@ class Mirror:
             return
         # Every value's own offset is now behind the fold: nothing more to skip.
         self._skip.clear()
-        log.info("state fold caught up: %d values read, %d updates folded",
-                 self.loaded, self.folded)  # fmt: skip
+        self.ready_seconds = time.monotonic() - self._started
+        log.info("state fold caught up in %.2fs: %d values read, %d updates folded",
+                 self.ready_seconds, self.loaded, self.folded)  # fmt: skip
         self.ready.set()
 
     def apply_record(self, value: bytes | None, partition: int, offset: int) -> None:

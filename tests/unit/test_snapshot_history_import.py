@@ -61,7 +61,7 @@ def test_batches_of_at_most_500_in_file_order_and_a_report() -> None:
     assert report.bytes_read == len(stream.getvalue())
     assert (len(report.patterns), len(report.ai_systems)) == (7, 3)
     line = report.summary("escalation.control")
-    assert "1,234 incident(s) in 3 batch(es)" in line
+    assert "1,234 incident(s) in 3 signed batch(es)" in line
     assert "escalation.control" in line
 
 
