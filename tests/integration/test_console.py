@@ -245,6 +245,25 @@ def test_a_level_2_decision_appears_live_and_is_approved(
     assert accepted["data"]["channel"] == "console"
 
 
+def test_a_regulated_approval_carries_its_change_record(page: Any, settings: Settings) -> None:
+    """A PCI-DSS action asks for a change record; the browser will not submit without one,
+    and the execute command names the record typed in."""
+    proposal = _proposal("payments", 6)
+    decision_id = decision_id_for(proposal)
+    Feed(settings).proposals([proposal])
+    page.goto("/waiting")
+    card = page.locator(f"#w-{decision_id}")
+    card.wait_for()
+    assert "change record required" in card.inner_text()
+    card.locator("button[data-action=approve]").click()  # the field is required: not sent
+    assert card.locator("input[name=change_record]").evaluate("e => !e.validity.valid")
+    card.locator("input[name=change_record]").fill("CHG-20261201-7")
+    card.locator("button[data-action=approve]").click()
+    page.locator(f"#actions-{decision_id}[data-sent=approve]").wait_for()
+    (command,) = _commands(settings, decision_id, "execute")
+    assert (command["by"], command["change_record"]) == ("alice", "CHG-20261201-7")
+
+
 def test_abort_inside_the_window_and_after_it(page: Any, settings: Settings) -> None:
     """An abort clicked inside the window produces an abort command; one sent after the
     window closed is refused by the gate (audited), and the timeline says so."""
