@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -402,3 +403,41 @@ def test_the_partition_of_a_key_is_kafkas_murmur2() -> None:
     for table, key in [("freeze", "*"), ("policy", "current"), ("history", "a|b")]:
         expected = (murmur2(f"{table}|{key}".encode()) & 0x7FFFFFFF) % 12
         assert mirror.partition_of(table, key) == expected
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "state-log-c6d95d7.jsonl"
+
+
+def test_a_state_log_written_before_state_folded_is_taken_over() -> None:
+    """Upgrade without loss: the recorded ``state`` of c6d95d7 (no schema version, no
+    ``state.folded``) folds as it did, is written to ``state.folded``, and a restart
+    from that alone (the old log deleted) holds the same."""
+    lines = [orjson.loads(line) for line in FIXTURE.read_bytes().splitlines()]
+    assert lines
+    assert all("v" not in line["value"] for line in lines)  # written before versions
+    cluster = Cluster()
+    hasher = Mirror("x", "state")
+    hasher.partitions = PARTITIONS
+    for line in lines:
+        value = line["value"]
+        partition = hasher.partition_of(value["table"], value["key"])
+        cluster.state[partition].append(orjson.dumps(value))
+    upgraded = cluster.mirror()
+    data = upgraded.data
+    history = data["history"]["oom-kill/stateless-deployment|rolling_restart"]
+    assert (history["seen"], history["successes"], history["failures"]) == (43, 42, 1)
+    assert data["freeze"]["checkout-api"]["frozen"] is True
+    assert data["freeze"]["search-api"]["frozen"] is False
+    assert data["requalification"]["oom-kill/stateless-deployment|rolling_restart"]["by"] == "alice"
+    assert data["budgets"]["checkout-api"]["remaining"] == 0.9
+    assert data["policy"]["current"]["by"] == "alice"
+    buckets = data["verdicts"]["holmesgpt"]["buckets"]
+    assert sum(b[0] for b in buckets.values()) == 40
+    assert sum(b[1] for b in buckets.values()) == 4
+    assert data["velocity"]["search-api"]["recent"][0][1] == "d-fixture-1"
+    Snapshots(upgraded, cluster.produce, owned=lambda: range(PARTITIONS), clock=lambda: 0.0).write()
+    cluster.state = {p: [] for p in range(PARTITIONS)}  # retention ran: the old log is gone
+    restarted = cluster.mirror()
+    # Markers past the end of the (now empty) log: nothing more to fold.
+    restarted.positions = dict.fromkeys(range(PARTITIONS), 0)
+    assert restarted.data == upgraded.data
