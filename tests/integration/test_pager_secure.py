@@ -2,7 +2,8 @@
 reads ``oncall`` as the operators' principal, and nobody but the gate may write there,
 so an AI system cannot forge the resolution that would end a page.
 
-Slow (a second broker of its own): ``scripts/test -m slow tests/integration/test_pager_secure.py``.
+Slow (a second broker of its own), left out of CI:
+``.venv/bin/pytest -m slow tests/integration/test_pager_secure.py``.
 """
 
 from __future__ import annotations
