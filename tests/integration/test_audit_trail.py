@@ -1,8 +1,10 @@
 """The audit trail's completeness on the real broker: head re-sync over shared partitions,
 signed checkpoints, and forged or cut topics caught by `escalation audit verify --topic`.
 
-The SIGKILL scenario is marked slow (run it with `scripts/test -m slow` or
-`.venv/bin/pytest -m slow tests/integration/test_audit_trail.py`)."""
+The SIGKILL scenario, two real workers starting at once, and `audit checkpoint` from
+a file are marked slow (run them with `scripts/test -m slow` or
+`.venv/bin/pytest -m slow tests/integration/test_audit_trail.py`); CI keeps the
+injected start-up race and the gate's own topic forged and cut."""
 
 from __future__ import annotations
 
@@ -165,6 +167,7 @@ def test_verify_topic_reports_a_chain_moved_to_another_audit_partition(
     assert "(partition 0 offset" in result.stdout
 
 
+@pytest.mark.slow  # the gate-topic test covers --checkpoint on the topic in CI
 def test_checkpoint_out_and_verify_checkpoint_catch_a_topic_that_lost_its_tail(
     settings: Settings, topics: list[str], tmp_path: Path
 ) -> None:
@@ -322,6 +325,7 @@ def _writers_per_chain(records: list[tuple[int, bytes]]) -> dict[str, list[tuple
     return out
 
 
+@pytest.mark.slow  # ~30 s; CI keeps the injected race and the gate-topic test
 def test_two_workers_starting_at_once_write_each_chain_alone_and_sign_it(
     settings: Settings, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
