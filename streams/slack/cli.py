@@ -17,7 +17,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 CHANNEL = "slack"
-SUBSCRIBED = ("decisions.approve", "decisions.execute", "audit", "outcomes")
+SUBSCRIBED = ("decisions.approve", "decisions.execute", "audit")
 
 
 def _settings(ctx: click.Context) -> Settings:

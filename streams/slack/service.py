@@ -3,8 +3,8 @@ interactivity endpoint that turns a click into a signed answer on ``approvals``.
 
 Two halves share one store (streams/slack/store.py):
 
-- the *notifier*, a consumer of ``decisions.approve``, ``decisions.execute``,
-  ``audit`` and ``outcomes`` (its own consumer group), folds each record into the
+- the *notifier*, a consumer of ``decisions.approve``, ``decisions.execute`` and
+  ``audit`` (its own consumer group), folds each record into the
   decision's record with the pure functions of streams/slack/track.py and posts or
   updates the message (``chat.postMessage`` / ``chat.update``) with the blocks of
   streams/slack/blocks.py; it is the only writer of records;
@@ -168,19 +168,23 @@ class SlackService:
                 self._apply(old, track.on_command(old, body))
         elif logical == "audit":
             event = body.get("event", body)
-            if event.get("kind") == "answer_refused":
+            kind = event.get("kind")
+            if kind == "answer_refused":
                 self._refused_by_gate(event)
-                return
-            decision_id = event.get("decision_id")
-            if isinstance(decision_id, str):
-                old = self.store.get(decision_id)
+            elif kind == "outcome":
+                # The outcome as the gate accepted it (an executor's signed report), not
+                # whatever was written to the outcomes topic.
+                self._outcome((event.get("data") or {})["outcome"])
+            elif isinstance(event.get("decision_id"), str):
+                old = self.store.get(event["decision_id"])
                 self._apply(old, track.on_audit(old, event))
-        elif logical == "outcomes":
-            old = self.store.get(body["decision_id"])
-            if old is None and body.get("level") == 4 and body.get("verification") == "failed":
-                self._verification_failed(body)
-                return
-            self._apply(old, track.on_outcome(old, body))
+
+    def _outcome(self, outcome: dict[str, Any]) -> None:
+        old = self.store.get(outcome["decision_id"])
+        if old is None and outcome.get("level") == 4 and outcome.get("verification") == "failed":
+            self._verification_failed(outcome)
+            return
+        self._apply(old, track.on_outcome(old, outcome))
 
     def _apply(self, old: track.Record | None, new: track.Record | None) -> None:
         if new is None or new == old:

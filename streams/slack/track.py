@@ -8,7 +8,7 @@ follows the decision's fate from the gate's own records:
 - ``audit``: ``approval_accepted``, ``approval_recorded`` (one of several required
   approvals), ``rejection``, ``abort``, ``timeout_escalation``, ``execute_command``;
 - ``decisions.execute``: the ``execute`` and ``abort`` commands;
-- ``outcomes``: the executor's result;
+- ``audit`` ``outcome``: the executor's result, as the gate accepted it;
 - the clock (:func:`on_tick`): a Level 3 abort window that ended.
 
 The topics are read by one consumer and may interleave: an answer's audit event can

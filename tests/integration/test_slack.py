@@ -288,6 +288,8 @@ def test_approve_in_slack_executes_and_the_message_loses_its_buttons(rig: Rig) -
     rig.wait_message(decision, "Execution ordered (by alice)")
     assert "*Approved* by alice" in slack_api.message_text(rig.message(decision))
     assert slack_api.buttons(rig.message(decision)) == {}
+    rig.feed.outcome(decision)  # the executor reports; the gate audits it
+    rig.wait_message(decision, "Outcome: *success*, verification passed")
 
     # A stale click: Bob's client still shows the original message and its buttons.
     rig.api.messages[(channel, ts)] = {**rig.message(decision), "blocks": original["blocks"]}
@@ -393,6 +395,19 @@ def test_a_level_4_decision_posts_nothing(rig: Rig) -> None:
     # ... and posted nothing about it.
     posted = [orjson.dumps(c.args.get("blocks")) for c in rig.api.calls_of("chat.postMessage")]
     assert not any(decision_id_for(proposal).encode() in b for b in posted)
+    # Unless its verification fails: the executor's signed outcome, accepted by the gate.
+    rig.feed.outcome(decision, verification="failed")
+    notice = slack_api.wait_for(
+        lambda: [
+            c
+            for c in rig.api.calls_of("chat.postMessage")
+            if decision["decision_id"] in orjson.dumps(c.args.get("blocks")).decode()
+        ],
+        60,
+    )
+    assert notice, rig.service.log_tail()
+    assert "Level 4 verification failed" in notice[0].args["text"]
+    assert notice[0].args["channel"] == APPROVALS
 
 
 def test_two_different_people_must_approve_when_the_policy_says_so(rig: Rig) -> None:

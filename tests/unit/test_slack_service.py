@@ -125,6 +125,16 @@ class Rig:
         }
         self.service.handle("t.audit", orjson.dumps({"event": body}))
 
+    def outcome(self, outcome: dict[str, Any]) -> None:
+        """An executor's outcome, as the gate audits it once accepted."""
+        event = {
+            "kind": "outcome",
+            "decision_id": outcome["decision_id"],
+            "actor": "executor",
+            "data": {"outcome": outcome},
+        }
+        self.service.handle("t.audit", orjson.dumps({"event": event}))
+
     def current(self, decision: dict[str, Any]) -> dict[str, Any]:
         found = self.api.message_about(decision["decision_id"])
         assert found is not None
@@ -161,7 +171,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             "t.decisions.approve": "decisions.approve",
             "t.decisions.execute": "decisions.execute",
             "t.audit": "audit",
-            "t.outcomes": "outcomes",
         },
         metrics=SlackMetrics(),
     )
@@ -322,7 +331,7 @@ def test_the_message_follows_the_decision_and_a_stale_click_says_who_answered(
         "at": dt.datetime.now(tz=dt.UTC).isoformat(),
         "level": 2,
     }
-    rig.service.handle("t.outcomes", orjson.dumps(outcome))
+    rig.outcome(outcome)
     assert "Outcome: *success*" in slack_api.message_text(rig.current(decision))
     # The old message's button, clicked by someone whose client did not refresh:
     rig.api.messages[(channel, ts)]["blocks"].append(
@@ -393,8 +402,8 @@ def test_level_4_is_silent_unless_its_verification_fails(rig: Rig) -> None:
         "service": "checkout-api",
         "action_type": "rolling_restart",
     }
-    rig.service.handle("t.outcomes", orjson.dumps(outcome))
-    rig.service.handle("t.outcomes", orjson.dumps(outcome))
+    rig.outcome(outcome)
+    rig.outcome(outcome)
     (call,) = rig.api.calls_of("chat.postMessage")
     assert "verification failed" in call.args["text"]
 
