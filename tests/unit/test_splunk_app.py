@@ -116,3 +116,11 @@ def test_scheduled_searches_have_a_five_field_cron(name: str) -> None:
     stanza = SEARCHES[name]
     if stanza.get("enableSched") == "1":
         assert len(stanza["cron_schedule"].split()) == 5
+
+
+def test_the_compose_stack_installs_the_app_into_its_splunk() -> None:
+    import yaml  # noqa: PLC0415 - only this test reads the compose file
+
+    compose = yaml.safe_load((APP.parents[1] / "docker-compose.yml").read_text())
+    volumes = compose["services"]["splunk"]["volumes"]
+    assert "./deploy/splunk:/opt/splunk/etc/apps/escalation_gate:ro" in volumes
