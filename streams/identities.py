@@ -105,7 +105,7 @@ def keyring_for(settings: Settings, policy: Policy) -> Keyring:
     else:
         msg = (
             "ESCALATION_KEYRING_FILE is not set: the gate checks every answer and command "
-            "against a reviewed keyring (policies/keyring.example.yaml), or run in "
+            "against a reviewed keyring (deploy/keyring.example.yaml), or run in "
             "development mode (ESCALATION_DEV=1) to make one for the policy's people"
         )
         raise KeyFileError(msg)

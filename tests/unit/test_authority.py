@@ -188,7 +188,7 @@ def test_the_shipped_example_keyring_validates() -> None:
 
     from streams.files import read_keyring  # noqa: PLC0415
 
-    example = Path(__file__).resolve().parents[2] / "policies" / "keyring.example.yaml"
+    example = Path(__file__).resolve().parents[2] / "deploy" / "keyring.example.yaml"
     ring = read_keyring(example)
     assert set(ring.people) >= {"alice", "bob", "sre-oncall-primary"}
     assert "load_policy" in ring.people["alice"].roles
