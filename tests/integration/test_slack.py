@@ -365,6 +365,14 @@ def test_an_unknown_slack_user_changes_nothing(rig: Rig) -> None:
     rig.wait_ephemeral(NOBODY, "is not in the reviewed list")
     assert rig.answers_now(decision["decision_id"]) == []
     assert rig.service.metric("escalation_slack_refused_total", reason="unknown_slack_user") >= 1
+    # Nobody answered within the fast policy's 3 s: the gate pages on-call, the message
+    # says so and keeps its buttons (the approval stays open for whoever is paged).
+    rig.wait_message(decision, "No answer by the deadline: on-call paged (escalation 1)")
+    assert set(slack_api.buttons(rig.message(decision))) == {
+        blocks.APPROVE,
+        blocks.REJECT,
+        blocks.REJECT_FP,
+    }
 
 
 def test_a_level_3_notice_offers_abort_until_the_window_closes(rig: Rig) -> None:
