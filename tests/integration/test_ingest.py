@@ -351,6 +351,7 @@ def test_ingest_holmesgpt_cli_publishes_and_dead_letters(intake: Intake, tmp_pat
         )
 
 
+@pytest.mark.slow  # a worker of its own (about a minute); test_trust.py covers the worker
 def test_a_holmesgpt_proposal_over_http_is_decided_by_the_gate(
     settings: Settings, worker: Any, kafka_bootstrap: str
 ) -> None:
