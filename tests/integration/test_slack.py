@@ -477,3 +477,19 @@ def test_a_gate_refusal_reaches_the_clicker_and_two_approvers_share_one_change_r
     (command,) = rig.commands(decision["decision_id"])
     assert (command["by"], command["change_record"]) == ("bob", "CHG-7001")
     rig.wait_message(decision, "*Approved* by bob")
+
+
+def test_an_answer_given_elsewhere_updates_the_message_and_a_click_then_is_stale(
+    rig: Rig,
+) -> None:
+    """Approved from the command line (carol's own key): the Slack message follows."""
+    decision = rig.decide("wide-blast", 8)
+    channel, ts = rig.posted(decision)
+    original = rig.message(decision)
+    rig.feed.answer("approve", decision["decision_id"], "carol")
+    rig.wait_message(decision, "*Approved* by carol")
+    assert slack_api.buttons(rig.message(decision)) == {}
+    rig.api.messages[(channel, ts)] = {**rig.message(decision), "blocks": original["blocks"]}
+    rig.slack.click(ALICE, channel, ts, blocks.REJECT)
+    rig.wait_ephemeral(ALICE, "Already approved by carol at")
+    assert [a["user"] for a in rig.answers_now(decision["decision_id"])] == ["carol"]
