@@ -3,13 +3,14 @@ the safety property that calibration never raises a level."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Builder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.models import Context, Proposal
 from streams.policy import Policy, evaluate
 from streams.policy.calibration import (
     STATE_BINS,
@@ -23,6 +24,8 @@ from streams.policy.calibration import (
     record,
     reliability,
 )
+
+Builder = Callable[..., tuple[Proposal, Context]]
 
 BINS, MIN = 10, 20
 

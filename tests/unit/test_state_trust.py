@@ -4,15 +4,16 @@ proposal gets once they are folded."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Builder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import handlers
 from streams.handlers.effects import Origin
+from streams.models import Context, Proposal
 from streams.policy import Policy
 from streams.policy.model import SimilarityPolicy
 from streams.policy.similarity import Signature, classify
@@ -28,6 +29,8 @@ from streams.state.trust import (
     signature_update,
     trust_inputs,
 )
+
+Builder = Callable[..., tuple[Proposal, Context]]
 
 NOW = dt.datetime(2026, 11, 28, 10, 0, 5, tzinfo=dt.UTC)
 KEY = "oom-kill/stateless-deployment|rolling_restart"

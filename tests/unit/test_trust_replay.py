@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from click.testing import CliRunner
-from conftest import Builder
 
 from streams.cli import _mount_subsystem_commands, cli
+from streams.models import Context, Proposal
 from streams.policy import Policy, evaluate
 from streams.review.trust import fold_trust
+
+Builder = Callable[..., tuple[Proposal, Context]]
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(

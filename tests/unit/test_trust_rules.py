@@ -3,14 +3,17 @@ context.calibrated_confidence (absent: the decision is what it always was)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Builder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.models import Context, Proposal
 from streams.policy import Policy, evaluate
+
+Builder = Callable[..., tuple[Proposal, Context]]
 
 NEAR = {
     "kind": "similar",
