@@ -419,10 +419,12 @@ def test_an_edit_recomputed_on_the_gates_topic_and_a_cut_topic_are_caught(
     assert checked.stdout.startswith(f"OK: decision {target['decision_id']}")
 
     # A worker that stops signs its chains' final heads on the way out.
+    stopping = dt.datetime.now(tz=dt.UTC)
     worker.stop()
     finals = [
         body(r) for _, r in _read_audit(settings)
         if body(r)["kind"] == "checkpoint" and body(r)["data"]["final"]
+        and dt.datetime.fromisoformat(body(r)["at"]) >= stopping
     ]  # fmt: skip
     assert finals, "no final checkpoint after the worker stopped"
 
