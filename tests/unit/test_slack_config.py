@@ -98,3 +98,30 @@ def test_slack_check_validates_the_files_against_the_keyring(tmp_path: Path) -> 
     good = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
     assert good.returncode == 0, good.stderr
     assert "(all people of keyring dev)" in good.stdout
+
+
+def test_the_service_refuses_a_key_that_is_not_a_channel_of_the_keyring(tmp_path: Path) -> None:
+    from streams import keys  # noqa: PLC0415
+    from streams.errors import KeyFileError  # noqa: PLC0415
+    from streams.settings import Settings  # noqa: PLC0415
+    from streams.slack.cli import _signer  # noqa: PLC0415
+
+    path = tmp_path / "slack.key"
+    keys.write_private(keys.generate("slack"), path)
+    settings = Settings(slack_key_file=path, data_dir=tmp_path)
+
+    class Keyring:
+        def __init__(self, kind: str | None) -> None:
+            self.kind = kind
+
+        def holder(self, _key_id: str) -> object | None:
+            return None if self.kind is None else type("H", (), {"kind": self.kind})()
+
+    with pytest.raises(KeyFileError, match="is not a channel of the keyring"):
+        _signer(settings, Keyring(None))
+    with pytest.raises(KeyFileError, match="is not a channel of the keyring"):
+        _signer(settings, Keyring("person"))  # a person's key is not the bridge's
+    assert _signer(settings, Keyring("channel")).name == "slack"
+    unset = Settings(data_dir=tmp_path, slack_key_file=None, dev=False)
+    with pytest.raises(KeyFileError, match="ESCALATION_SLACK_KEY_FILE is not set"):
+        _signer(unset, Keyring("channel"))
