@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import secrets
 import shlex
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from streams.errors import KafkaLauncherError
 
@@ -362,10 +363,48 @@ def provision(
         users = admin.alter_user_scram_credentials(upserts, request_timeout=timeout)
         for future in users.values():
             future.result(timeout=timeout)
-        acls = admin.create_acls(acl_bindings(grants(settings, systems)), request_timeout=timeout)
+        wanted = acl_bindings(grants(settings, systems))
+        acls = admin.create_acls(wanted, request_timeout=timeout)
         for future in acls.values():
             future.result(timeout=timeout)
+        _wait_applied(admin, set(wanted), timeout=timeout)
     except KafkaException as exc:
         msg = f"provisioning principals and ACLs on {local.bootstrap_servers} failed: {exc}"
         raise KafkaLauncherError(msg) from exc
     return files
+
+
+def _wait_applied(admin: Any, wanted: set[Any], *, timeout: float) -> None:
+    """Return once the broker's authorizer holds every binding in ``wanted``.
+
+    ``create_acls`` returns when the controller has the records; the broker's
+    authorizer applies them from the metadata log a moment later, and a client
+    refused in between would see a transient authorization error.
+    """
+    from confluent_kafka.admin._acl import (  # noqa: PLC0415
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+    )
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType  # noqa: PLC0415
+
+    # None matches any name, principal and host (the stub says str).
+    any_: Any = None
+    every = AclBindingFilter(
+        ResourceType.ANY,
+        any_,
+        ResourcePatternType.ANY,
+        any_,
+        any_,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        held = set(admin.describe_acls(every, request_timeout=timeout).result(timeout=timeout))
+        if wanted <= held:
+            return
+        if time.monotonic() > deadline:
+            msg = f"{len(wanted - held)} ACLs were created but not applied within {timeout:g}s"
+            raise KafkaLauncherError(msg)
+        time.sleep(0.05)  # the authorizer catches up within milliseconds

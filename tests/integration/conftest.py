@@ -71,6 +71,19 @@ def kafka_broker(_local_kafka: LocalKafka | None) -> Iterator[LocalKafka]:
 
 
 @pytest.fixture(scope="session")
+def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second, secure local broker (`kafka up --secure`: SASL/SCRAM, ACLs) for the
+    session, with its principals provisioned (tests/integration/secure_kafka.py)."""
+    from secure_kafka import SecureCluster  # noqa: PLC0415
+
+    cluster = SecureCluster.start(tmp_path_factory.mktemp("secure"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def identities(tmp_path_factory: pytest.TempPathFactory) -> Identities:
     """Keys for the policy's people, the channels, an executor, an SLO source and the
     gate, and the keyring listing them: made once for the session."""

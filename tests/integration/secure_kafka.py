@@ -48,6 +48,16 @@ class SecureCluster:
         create_topics(cluster.as_(acls.GATE), timeout=60)
         return cluster
 
+    def fresh(self) -> SecureCluster:
+        """The same broker under a new topic prefix: its ACLs added, its topics created
+        (the principals and their credentials stay), so test modules do not share topics."""
+        prefix = f"s-{uuid.uuid4().hex[:8]}."
+        base = self.base.model_copy(update={"topic_prefix": prefix})
+        files = acls.provision(self.kafka, base, AI_SYSTEMS)
+        cluster = SecureCluster(self.kafka, base, files)
+        create_topics(cluster.as_(acls.GATE), timeout=60)
+        return cluster
+
     def stop(self) -> None:
         self.kafka.stop()
 

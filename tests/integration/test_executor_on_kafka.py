@@ -31,19 +31,16 @@ from streams.executor.samples import command, decision
 from streams.kafka import acls
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 DEADLINE_S = 90.0
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    secure = SecureCluster.start(tmp_path_factory.mktemp("secure-executor"))
-    try:
-        yield secure
-    finally:
-        secure.stop()
+def cluster(secure_cluster: SecureCluster) -> SecureCluster:
+    """The session's secure broker (tests/integration/conftest.py), topics of our own."""
+    return secure_cluster.fresh()
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +365,18 @@ def test_end_to_end_proposal_decision_execution_outcome_history(
                 t.action.proposal_id == proposal["proposal_id"] for t in running.handler.tasks
             )
 
-        wait_for(ran, "the executor to run the gate's decision", timeout=180)
+        try:
+            wait_for(ran, "the executor to run the gate's decision", timeout=180)
+        except BaseException:
+            # Say where the proposal went instead (a level, a dead letter, nothing).
+            for name in ("decisions.execute", "decisions.approve", "decisions.assist", "dlq"):
+                seen, _ = read_as(cluster.as_(acls.OPERATOR), cluster.base.topic(name), timeout=5,
+                                  min_count=10_000)  # fmt: skip
+                mine = [
+                    m.value()[:300] for m in seen if proposal["proposal_id"].encode() in m.value()
+                ]
+                print(name, mine)
+            raise
         [task] = [
             t for t in running.handler.tasks if t.action.proposal_id == proposal["proposal_id"]
         ]
