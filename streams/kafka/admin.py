@@ -240,9 +240,9 @@ def input_topics(settings: Settings) -> list[str]:
 
 
 def _timestamp_type(settings: Settings, bootstrap: str, topic: str, *, want: str | None) -> str:
-    """The topic's timestamp type; waits (10 s) out a topic the broker does not know yet
+    """The topic's timestamp type; waits (30 s) out a topic the broker does not know yet
     and, with ``want``, a config change it has not applied yet (both are eventual)."""
-    deadline = time.monotonic() + 10.0
+    deadline = time.monotonic() + 30.0
     while True:
         try:
             value = describe_topic_config(bootstrap, topic, settings=settings).get(

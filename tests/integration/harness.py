@@ -50,7 +50,11 @@ class WorkerUnreachableError(AssertionError):
 
 
 def gate_key(settings: Settings) -> Path:
-    """The gate's signing key of one test (its workers share it): made once, 0600."""
+    """The gate's signing key the test's workers use: the session's (ESCALATION_GATE_KEY_FILE,
+    set for every integration test), else one made for this test (0600)."""
+    configured = os.environ.get("ESCALATION_GATE_KEY_FILE")
+    if configured:
+        return Path(configured)
     path = settings.data_dir / "keys" / "gate.key"
     if not path.exists():
         keys.write_private(keys.generate("escalation-gate"), path)
@@ -96,8 +100,6 @@ class Worker:
             "ESCALATION_POLICY_FILE": str(self.policy_file),
             "ESCALATION_STORE": self.store,
             "ESCALATION_TICK_SECONDS": "0.2",
-            # The gate signs its audit checkpoints with it (streams/topology/checkpoints.py).
-            "ESCALATION_GATE_KEY_FILE": str(gate_key(self.settings)),
             **self.env,
         }
         log = (self.data_dir / "worker.log").open("ab")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from harness import DecisionReader, Feed, Reader, Worker
 
-from streams import samples
+from streams import keys, samples
 from streams.audit import verify_records
 from streams.kafka.admin import describe_topic_config
 from streams.models import Proposal
@@ -72,7 +72,9 @@ def test_a_mixed_stream_leaves_a_complete_ordered_verifiable_trail(
     did = {pid: d["decision_id"] for pid, d in decided.items()}
     feed.answer("approve", did[approved.proposal_id], "alice")
     feed.answer("reject", did[rejected.proposal_id], "bob", false_positive=True)
-    feed.answer("approve", did[rejected.proposal_id], "mallory")  # refused
+    feed.answer(
+        "approve", did[rejected.proposal_id], "mallory", signer=keys.generate("mallory")
+    )  # refused
     feed.answer("abort", did[aborted.proposal_id], "dana")
     feed.outcome(decided[executed.proposal_id])
     feed.control("freeze", user="alice", service="payments-api")

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import FAST_POLICY, DecisionReader, Reader, Worker, wait_processed
+from harness import FAST_POLICY, DecisionReader, Feed, Reader, Worker, wait_processed
 
 from streams import samples
 from streams.errors import InputError
@@ -33,8 +33,10 @@ from streams.models import (
     Outcome,
     Proposal,
     decode,
+    encode,
 )
 from streams.settings import Settings
+from streams.signing import sign_command
 from streams.testing import wait_until
 
 TOTAL = 20_000
@@ -437,11 +439,18 @@ def test_a_policy_reload_that_does_not_parse_is_rejected_not_lost(
         {"command": "reload_policy", "policy_yaml": bad_date},
         {"command": "freeze", "service": "after-the-reload"},
     ]
+    alice = Feed(settings).ids.person("alice")
     values = [
-        orjson.dumps({"schema_version": 1, "user": "alice", "at": now, **c}) for c in commands
-    ]
-    for value in values:
-        assert ControlCommand.model_validate_json(value)  # valid commands, bad policy
+        encode(
+            sign_command(
+                ControlCommand.model_validate(
+                    {"schema_version": 1, "user": "alice", "at": now, **c}
+                ),
+                alice,
+            )
+        )
+        for c in commands
+    ]  # fmt: skip  (valid commands signed by alice; bad policies)
     sender.send([Bad("control", b"control", v, "") for v in values], 0)
     w.wait_metric("escalation_state_updates_applied_total", 1, timeout=30, table="freeze")
     wait_processed(settings, sender.landed)
