@@ -230,8 +230,11 @@ def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) ->
     from confluent_kafka import Producer  # noqa: PLC0415
 
     from streams.kafka.admin import producer_config  # noqa: PLC0415
+    from streams.kafka.security import confluent_config  # noqa: PLC0415
 
-    producer = Producer(producer_config(bootstrap))
+    # The client security settings (KAFKA_SECURITY_PROTOCOL..., a client properties file).
+    security = confluent_config(settings_from(click.get_current_context()))
+    producer = Producer(producer_config(bootstrap, **security))
     failures: list[str] = []
 
     def delivered(err: Any, _msg: Any) -> None:

@@ -8,14 +8,21 @@ authorization error; each allowed path must work.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 from secure_kafka import SecureCluster, produce_as, read_as, topic_error
 
+from streams.executor.samples import decision
 from streams.kafka import acls
 from streams.kafka.admin import CLIENT_LOG, wait_for_broker
 from streams.kafka.cli import acl
@@ -195,3 +202,36 @@ def test_the_security_settings_reach_the_admin_client(cluster: SecureCluster) ->
     broken = settings.model_copy(update={"kafka_client_properties": cluster.base.data_dir / "nope"})
     with pytest.raises(KafkaSecurityError, match="ESCALATION_KAFKA_CLIENT_PROPERTIES"):
         confluent_config(broken)
+
+
+@pytest.mark.parametrize(("principal", "allowed"), [(AI, True), (acls.OPERATOR, False)])
+def test_escalation_publish_takes_the_client_properties_file(
+    cluster: SecureCluster, tmp_path: Path, principal: str, allowed: bool
+) -> None:
+    """The CLI reads ESCALATION_KAFKA_CLIENT_PROPERTIES: an AI publishes, an operator may not."""
+    proposal = decision(3, now=dt.datetime.now(dt.UTC), decision_id=f"cli-{principal}")["proposal"]
+    source = tmp_path / "proposal.json"
+    source.write_bytes(orjson.dumps(proposal))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": cluster.kafka.bootstrap_servers,
+        "ESCALATION_TOPIC_PREFIX": cluster.base.topic_prefix,
+        "ESCALATION_KAFKA_CLIENT_PROPERTIES": str(cluster.files[principal]),
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "publish", str(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    if allowed:
+        assert result.returncode == 0, result.stderr
+        assert "published 1 proposal(s)" in result.stdout
+    else:
+        assert result.returncode != 0
+        assert "Topic authorization failed" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
