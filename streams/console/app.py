@@ -35,6 +35,7 @@ from streams.console.publish import ConsoleError, build_answer, build_control
 from streams.console.view import ConsoleView, Item
 from streams.errors import EscalationError, InputError
 from streams.models.decision import LEVEL_NAMES
+from streams.policy.calibration import expected_calibration_error, reliability
 from streams.policy.loader import parse_policy
 
 if TYPE_CHECKING:
@@ -373,6 +374,7 @@ def create_app(console: Console) -> Starlette:
                 "frozen": view.frozen("*"),
             }
             rates = view.fp_rates(now)
+            judged = dict(view.tables.get("calibration", {}))
             requalifications = list(view.requalifications())
             events = list(reversed(view.fleet_events))[:20]
         days = policy.thresholds.autonomous.requalification_days
@@ -387,6 +389,7 @@ def create_app(console: Console) -> Starlette:
         return render(
             request, "fleet.html", user, policy=policy, policy_source=policy_source,
             services=services, fleet=fleet, rates=rates, due=due, events=events,
+            calibration=reliability_diagrams(judged, policy),
             fp_limit=policy.thresholds.assist.max_false_positive_rate,
             soon_days=REQUALIFICATION_SOON_DAYS,
         )  # fmt: skip
@@ -550,3 +553,24 @@ def item_deadline_text(item: Item, now: float) -> str:
 
 
 __all__ = ["Console", "EscalationError", "create_app"]
+
+
+def reliability_diagrams(judged: dict[str, Any], policy: Any) -> list[dict[str, Any]]:
+    """Per AI system and model, its reliability table as a diagram, and its ECE."""
+    c = policy.calibration
+    out = []
+    for key in sorted(judged):
+        rows = reliability(judged[key], bins=c.bins, min_samples=c.min_samples)
+        total = sum(r.count for r in rows)
+        if not total:
+            continue
+        points = [(r.lower, r.upper, r.count, r.accuracy, r.calibrated) for r in rows]
+        out.append(
+            {
+                "key": key,
+                "judged": total,
+                "ece": expected_calibration_error(judged[key], bins=c.bins),
+                "svg": svg.reliability_diagram(points, title=f"reliability of {key}"),
+            }
+        )
+    return out

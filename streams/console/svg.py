@@ -66,3 +66,53 @@ def legend(colours: tuple[str, ...], names: tuple[str, ...]) -> Markup:
         for c, n in zip(colours, names, strict=False)
     )
     return Markup(html)  # noqa: S704 - the names went through escape()
+
+
+def reliability_diagram(
+    bins: list[tuple[float, float, int, float | None, float | None]],
+    *,
+    title: str,
+    size: int = 220,
+) -> Markup:
+    """A reliability diagram: per confidence bin ``(lower, upper, count, accuracy,
+    calibrated)``, how often proposals were right (bars) against the diagonal of a
+    perfectly calibrated system, and the calibrated (isotonic) accuracy (dots)."""
+    pad = 28
+    plot = size - 2 * pad
+
+    def x(value: float) -> float:
+        return pad + plot * value
+
+    def y(value: float) -> float:
+        return pad + plot * (1.0 - value)
+
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" '
+            f'width="{size}" height="{size}" role="img" aria-label="{escape(title)}">'
+        ),
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{pad}" y="{pad}" width="{plot}" height="{plot}" fill="none" stroke="#999"/>',
+        (
+            f'<line x1="{x(0):.1f}" y1="{y(0):.1f}" x2="{x(1):.1f}" y2="{y(1):.1f}" '
+            'stroke="#999" stroke-dasharray="4 3"/>'
+        ),
+        f'<text x="{pad}" y="{size - 8}" class="axis">reported confidence</text>',
+        f'<text x="4" y="{pad - 10}" class="axis">right</text>',
+    ]
+    for lower, upper, count, accuracy, calibrated in bins:
+        if not count or accuracy is None:
+            continue
+        width = max(plot * (upper - lower) - 1, 1)
+        parts.append(
+            f'<rect x="{x(lower):.1f}" y="{y(accuracy):.1f}" width="{width:.1f}" '
+            f'height="{plot * accuracy:.1f}" fill="#0891b2" fill-opacity="0.6">'
+            f"<title>{lower:.2f}-{upper:.2f}: {accuracy:.0%} right of {count}</title></rect>"
+        )
+        if calibrated is not None:
+            parts.append(
+                f'<circle cx="{x((lower + upper) / 2):.1f}" cy="{y(calibrated):.1f}" r="3" '
+                f'fill="#b91c1c"><title>calibrated {calibrated:.2f}</title></circle>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - the only text is the escaped title

@@ -13,7 +13,7 @@ from streams.policy import Policy
 from streams.policy.keyring import Keyring, without
 from streams.policy.model import Oncall
 from streams.state import lifecycle
-from streams.state.records import PendingEntry, verdict_update
+from streams.state.records import PendingEntry, judged_update, verdict_update
 
 ACCEPTED_KINDS: dict[str, AuditKind] = {
     "approve": "approval_accepted",
@@ -147,13 +147,23 @@ def on_answer(
         metrics=(Count("answers_accepted", (answer.kind,)),),
     )
     if verdict.false_positive:
-        effects += Effects(
-            state=(
-                verdict_update(
-                    new["ai_system"], false_positive=True, at=now.timestamp(), update_id=None
-                ),
+        learned = [
+            verdict_update(
+                new["ai_system"], false_positive=True, at=now.timestamp(), update_id=None
             )
-        )
+        ]
+        if "confidence" in new:
+            # A human judged the proposal wrong at the confidence its AI system reported.
+            learned.append(
+                judged_update(
+                    new["ai_system"],
+                    new.get("model"),
+                    confidence=new["confidence"],
+                    right=False,
+                    update_id=f"{answer.decision_id}:false_positive",
+                )
+            )
+        effects += Effects(state=tuple(learned))
     for kind in verdict.commands:
         effects += command("abort" if kind == "abort" else "execute", new, answer, now)
     if new["status"] in {"approved", "rejected"} and new.get("escalations", 0) > 0:

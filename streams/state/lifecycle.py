@@ -53,6 +53,10 @@ def open_entry(decision: dict[str, Any], policy: Policy) -> Entry:
         "pattern": proposal["pattern"],
         "action_type": action["type"],
         "ai_system": proposal["source"]["ai_system"],
+        # What the AI system said of itself: a false-positive rejection teaches the
+        # calibration (streams/policy/calibration.py) that this confidence was wrong.
+        "model": proposal["source"].get("model"),
+        "confidence": proposal["confidence"]["model"],
         "change_record_required": decision["change_record_required"],
         "summary": proposal.get("summary", ""),
         "opened_at": _epoch(decision["decided_at"]),

@@ -241,6 +241,8 @@ class PendingEntry(TypedDict):
     pattern: str
     action_type: str
     ai_system: str
+    model: NotRequired[str | None]
+    confidence: NotRequired[float]
     change_record_required: bool
     summary: str
     opened_at: float

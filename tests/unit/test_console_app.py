@@ -20,6 +20,7 @@ from streams.console.sample import Chains
 from streams.console.view import ConsoleView
 from streams.files import read_policy
 from streams.settings import Settings
+from streams.state.records import judged_update
 
 FAST = Path(__file__).resolve().parents[1] / "fixtures" / "fast-policy.yaml"
 PASSWORD = "correct horse battery"
@@ -243,3 +244,21 @@ def test_without_kafka_a_change_is_refused_not_lost(client: TestClient, console:
         data={"kind": "abort", "csrf": _csrf(client)},
     )
     assert response.status_code == 503
+
+
+def test_the_fleet_page_draws_each_ai_systems_reliability_diagram(
+    client: TestClient, console: Console
+) -> None:
+    """Judged proposals folded from ``state`` (outcomes, false-positive rejections) give
+    one reliability diagram per AI system and model, with its calibration error."""
+    assert "No judged proposals yet" in client.get("/fleet").text
+    for n in range(30):  # 0.93 reported, right 18 times of 30
+        update = judged_update(
+            "holmesgpt", "llama3.1", confidence=0.93, right=n < 18, update_id=f"j-{n}"
+        )
+        console.view.apply_state(update.record())
+    page = client.get("/fleet").text
+    assert "holmesgpt|llama3.1</strong>: 30 judged" in page
+    assert 'aria-label="reliability of holmesgpt|llama3.1"' in page
+    assert "60% right of 30" in page  # the bin of 0.9-1.0
+    assert "ECE 0.330" in page

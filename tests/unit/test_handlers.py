@@ -164,6 +164,11 @@ def test_an_answer(case: dict[str, Any], policy: Policy) -> None:
         assert command["command_id"] == f"d-1:{command['type']}"
         assert command["by"] == given.user
         assert command["change_record"] == given.change_record
+    judged = [x for x in effects.state if x.table == "calibration"]
+    assert len(judged) == expect.get("calibration", 0)
+    assert all(
+        x.body["right"] is False and x.key == f"{held['ai_system']}|llama3.1" for x in judged
+    )
     if "verdicts" in expect:
         verdicts = [u for u in effects.state if u.table == "verdicts"]
         assert len(verdicts) == expect["verdicts"]
