@@ -255,3 +255,50 @@ def test_a_week_of_retention_and_compaction_forgets_nothing(
     # Both new workers hold the policy a human loaded, read back from the state.
     for w in restarted:
         assert wait_until(lambda w=w: _policy_version(w) == "1.9", timeout=60), w.log_tail()
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "state-log-c6d95d7.jsonl"
+
+
+@pytest.mark.slow
+def test_a_worker_takes_over_a_state_log_written_before_state_folded(
+    settings: Settings, topics: list[str], start_worker: Callable[..., Worker]
+) -> None:
+    """The recorded `state` of c6d95d7 on the broker; a new worker decides on it, writes
+    state.folded, and after retention deleted the old records a restart still does."""
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    from streams.kafka.admin import producer_config  # noqa: PLC0415
+
+    bootstrap = settings.bootstrap_servers or ""
+    state, folded = settings.topic("state"), settings.topic("state.folded")
+    producer = Producer(producer_config(bootstrap))
+    for line in FIXTURE.read_bytes().splitlines():
+        record = orjson.loads(line)
+        producer.produce(state, key=record["key"].encode(), value=orjson.dumps(record["value"]))
+    assert producer.flush(30) == 0
+    env = {"ESCALATION_STATE_SNAPSHOT_SECONDS": "0.5"}
+    worker = start_worker("upgraded", env=env)
+    feed = Feed(settings)
+    assert wait_until(lambda: _policy_version(worker) == "1.7", timeout=90), worker.log_tail()
+    before = _decide(settings, feed, _proposal(11, FROZEN))
+    assert before["context"]["frozen"] is True
+    assert before["context"]["history"] == {"seen": 43, "successes": 42, "failures": 1}
+    assert before["context"]["requalified_at"] is not None
+    assert before["context"]["error_budget_remaining"] == 0.9
+    ends = {p: high for p, (_low, high) in _watermarks(bootstrap, state).items()}
+    assert wait_until(
+        lambda: all(_folded_through(bootstrap, folded).get(p, 0) >= e for p, e in ends.items()),
+        timeout=60,
+    )
+    _shorten(bootstrap, [state])
+    assert wait_until(
+        lambda: all(low >= ends[p] for p, (low, _h) in _watermarks(bootstrap, state).items()),
+        timeout=120,
+        interval=1.0,
+    )
+    worker.kill()
+    again = start_worker("upgraded-again", env=env)
+    after = _decide(settings, feed, _proposal(12, FROZEN))
+    assert _known(after["context"]) == _known(before["context"])
+    assert _policy_version(again) == "1.7"
