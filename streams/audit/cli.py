@@ -175,7 +175,12 @@ def _bootstrap(settings: Settings) -> str:
 
 
 def topic_records(
-    servers: str, topic: str, *, timeout: float, where: array[int] | None = None
+    servers: str,
+    topic: str,
+    *,
+    timeout: float,
+    where: array[int] | None = None,
+    client: dict[str, str] | None = None,
 ) -> Iterator[bytes]:
     """Every record of ``topic`` from its beginning to its end as of the start, in order.
 
@@ -199,6 +204,8 @@ def topic_records(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
+            # Client security settings (streams/kafka/security.py).
+            **(client or {}),
         },
         logger=CLIENT_LOG,
     )
@@ -406,7 +413,15 @@ def _records(
         settings = _settings()
         source = _Source(settings.topic("audit"), array("q") if where else None)
         servers = _bootstrap(settings)
-        return source, topic_records(servers, source.name, timeout=timeout, where=source.where)
+        from streams.kafka.security import confluent_config  # noqa: PLC0415
+
+        return source, topic_records(
+            servers,
+            source.name,
+            timeout=timeout,
+            where=source.where,
+            client=confluent_config(settings),
+        )
     assert file is not None  # noqa: S101 - checked above
     return _Source("<stdin>" if file == "-" else file), _file_lines(file)
 

@@ -57,6 +57,8 @@ class Feed:
     def _consume(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
 
+        from streams.kafka.security import confluent_config  # noqa: PLC0415
+
         audit, state = self.settings.topic("audit"), self.settings.topic("state")
         consumer = Consumer(
             {
@@ -65,6 +67,7 @@ class Feed:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "log_level": 3,
+                **confluent_config(self.settings),
             }
         )
         try:

@@ -114,10 +114,11 @@ class Publisher:
         from confluent_kafka import Producer  # noqa: PLC0415
 
         from streams.kafka.admin import producer_config  # noqa: PLC0415
+        from streams.kafka.security import confluent_config  # noqa: PLC0415
 
         self.settings = settings
         self.signer = signer
-        self._producer = Producer(producer_config(bootstrap))
+        self._producer = Producer(producer_config(bootstrap, **confluent_config(settings)))
 
     def answer(self, answer: ApprovalResponse) -> ApprovalResponse:
         signed = sign_answer(answer, self.signer)

@@ -156,12 +156,15 @@ def _topic_records(settings: Settings) -> Iterator[Record]:
         TopicPartition,
     )
 
+    from streams.kafka.security import confluent_config  # noqa: PLC0415
+
     topic = settings.topic("audit")
     servers = _bootstrap(settings)
     consumer = Consumer(
         {
             "bootstrap.servers": servers,
             "group.id": f"escalation-replay-{uuid.uuid4().hex}",
+            **confluent_config(settings),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,

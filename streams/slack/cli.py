@@ -127,6 +127,7 @@ def _run(
 
     from streams.kafka.admin import producer_config  # noqa: PLC0415
     from streams.kafka.cli import cluster_bootstrap  # noqa: PLC0415
+    from streams.kafka.security import confluent_config  # noqa: PLC0415
     from streams.slack.answers import KeyringRoles  # noqa: PLC0415
     from streams.slack.metrics import SlackMetrics  # noqa: PLC0415
     from streams.slack.service import Publisher, SlackService, consume, http_server  # noqa: PLC0415
@@ -142,7 +143,9 @@ def _run(
             RateLimitErrorRetryHandler(max_retry_count=3),
         ],
     )
-    producer = Producer(producer_config(bootstrap, **{"linger.ms": 0}))
+    producer = Producer(
+        producer_config(bootstrap, **{"linger.ms": 0}, **confluent_config(settings))
+    )
 
     def produce(topic: str, key: bytes, value: bytes) -> None:
         failures: list[Any] = []
@@ -179,6 +182,7 @@ def _run(
             "group.id": f"{settings.topic_prefix}escalation-slack",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **confluent_config(settings),
         }
     )
     stop = threading.Event()

@@ -235,3 +235,34 @@ def test_escalation_publish_takes_the_client_properties_file(
         assert result.returncode != 0
         assert "Topic authorization failed" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("principal", "allowed"), [(acls.OPERATOR, True), (AI, False)])
+def test_audit_verify_reads_the_topic_as_its_principal(
+    cluster: SecureCluster, principal: str, allowed: bool
+) -> None:
+    """`audit verify --topic` authenticates with the client properties file; an AI may not
+    read the trail."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": cluster.kafka.bootstrap_servers,
+        "ESCALATION_TOPIC_PREFIX": cluster.base.topic_prefix,
+        "ESCALATION_KAFKA_CLIENT_PROPERTIES": str(cluster.files[principal]),
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "audit", "verify", "--topic", "--timeout", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert "Traceback" not in result.stderr
+    said = (result.stdout + result.stderr).lower()
+    # Kafka hides a topic from a principal that may not describe it.
+    refused = "authorization" in said or "does not exist" in said
+    assert refused is not allowed, result.stdout + result.stderr
+    if not allowed:
+        assert result.returncode != 0
