@@ -110,6 +110,7 @@ def ingest_serve(
     from streams.ingest.app import create_app  # noqa: PLC0415
     from streams.ingest.clients import Clients  # noqa: PLC0415
     from streams.ingest.publisher import Publisher  # noqa: PLC0415
+    from streams.kafka.security import confluent_config  # noqa: PLC0415
 
     settings = _settings(ctx)
     path = clients_file or settings.ingest_clients_file
@@ -118,7 +119,8 @@ def ingest_serve(
             "--clients", "required (or ESCALATION_INGEST_CLIENTS_FILE): who may publish"
         )
     clients = Clients.parse(read_bytes(path, what="clients file"), source=str(path))
-    publisher = Publisher(_bootstrap(ctx))
+    # The intake writes proposals as its own principal (client security settings).
+    publisher = Publisher(_bootstrap(ctx), **confluent_config(settings))
     app = create_app(
         clients=clients,
         publisher=publisher,

@@ -40,6 +40,7 @@ EXECUTOR = "executor"
 SLO_SOURCE = "slo-source"
 OPERATOR = "operator"
 SPLUNK_CONNECT = "splunk-connect"
+INTAKE = "intake"
 AI_PREFIX = "ai-"
 
 #: Consumer group prefixes of the operators' tools: audit verify, replay, the console,
@@ -95,6 +96,7 @@ def principals(ai_systems: Iterable[str]) -> tuple[Principal, ...]:
         Principal(SLO_SOURCE, "the SLO system publishing error budgets"),
         Principal(OPERATOR, "operators' tools: approvals, control, audit verify"),
         Principal(SPLUNK_CONNECT, "Splunk Connect for Kafka"),
+        Principal(INTAKE, "the HTTP intake (escalation ingest): proposals of AI systems"),
     )
     ais = tuple(Principal(ai_principal(name), f"AI system {name}") for name in sorted(ai_systems))
     return fixed[:1] + ais + fixed[1:]
@@ -180,6 +182,8 @@ def grants(settings: Settings, ai_systems: Iterable[str]) -> tuple[Grant, ...]:
             why="one consumer group per executor team",
         ),
         Grant(SLO_SOURCE, "topic", t("error-budgets"), ("Write",), why="error budgets"),
+        # The HTTP intake publishes what AI systems post with their tokens.
+        Grant(INTAKE, "topic", t("proposals"), ("Write",), why="proposals over HTTP"),
         Grant(OPERATOR, "topic", t("control"), ("Write",), why="freeze, requalify, policy load"),
         Grant(OPERATOR, "topic", t("approvals"), ("Write",), why="approve, reject, abort"),
         *on_topics(

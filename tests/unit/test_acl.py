@@ -110,6 +110,7 @@ def test_operators_splunk_and_the_slo_source(settings: Settings) -> None:
     table = acls.grants(settings, [])
     assert writes(table, acls.OPERATOR) == {settings.topic("control"), settings.topic("approvals")}
     assert writes(table, acls.SLO_SOURCE) == {settings.topic("error-budgets")}
+    assert writes(table, acls.INTAKE) == {settings.topic("proposals")}
     splunk_reads = {
         g.name
         for g in table
@@ -121,7 +122,15 @@ def test_operators_splunk_and_the_slo_source(settings: Settings) -> None:
 
 def test_principals_are_one_per_party_and_each_trusted_ai(settings: Settings) -> None:
     names = [p.name for p in acls.principals(["holmesgpt"])]
-    assert names == ["gate", "ai-holmesgpt", "executor", "slo-source", "operator", "splunk-connect"]
+    assert names == [
+        "gate",
+        "ai-holmesgpt",
+        "executor",
+        "slo-source",
+        "operator",
+        "splunk-connect",
+        "intake",
+    ]
     assert acls.trusted_ai_systems(settings) == ("holmesgpt",)
 
 
