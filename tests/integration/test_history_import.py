@@ -60,13 +60,17 @@ def _incidents(path: Path, count: int, *, start: int = 0) -> None:
 
 
 def _control_end(settings: Settings) -> list[tuple[str, int, int]]:
+    """The last record of ``control`` (keyed ``control``: one partition, by murmur2)."""
     topic = settings.topic("control")
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
     try:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        highs = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(settings.partitions)
+        }
     finally:
         consumer.close()
-    return [(topic, 0, high - 1)]
+    return [(topic, p, high - 1) for p, high in highs.items() if high > 0]
 
 
 def _seen(settings: Settings, feed: Feed, number: int) -> dict[str, Any]:
