@@ -288,6 +288,22 @@ def test_the_command_line_executor_runs_a_shell_command_and_reports_a_signed_out
     assert [line.split()[1] for line in lines] == ["executed", "duplicate"]
 
 
+def _where(cluster: SecureCluster, proposal_id: str) -> dict[str, list[int]]:
+    """The levels a proposal was decided at, by topic (and dead letters), for messages."""
+    out: dict[str, list[int]] = {}
+    for name in ("decisions.execute", "decisions.approve", "decisions.assist",
+                 "decisions.manual", "dlq"):  # fmt: skip
+        seen, _ = read_as(
+            cluster.as_(acls.OPERATOR), cluster.base.topic(name), timeout=5, min_count=10**6
+        )
+        out[name] = [
+            orjson.loads(m.value()).get("level", -1)
+            for m in seen
+            if proposal_id.encode() in (m.value() or b"")
+        ]
+    return out
+
+
 def _proposal(pattern: str, service: str, tag: str) -> dict[str, Any]:
     body = decision(3, now=_now(), decision_id=f"unused-{tag}", service=service)["proposal"]
     return {**body, "proposal_id": f"p-e2e-{tag}", "pattern": pattern}
@@ -339,6 +355,8 @@ def test_end_to_end_proposal_decision_execution_outcome_history(
         "ESCALATION_STORE": "memory://",
         "ESCALATION_METRICS_PORT": "0",
         "ESCALATION_DEV": "1",  # keys other than the gate's are made under the data dir
+        # Short approval timeouts and abort windows (the integration suite's policy).
+        "ESCALATION_POLICY_FILE": str(REPO / "tests" / "fixtures" / "fast-policy.yaml"),
     }
     log = (worker_dir / "worker.log").open("ab")
     worker = subprocess.Popen(
@@ -403,6 +421,48 @@ def test_end_to_end_proposal_decision_execution_outcome_history(
         assert error is None
         assert found
         assert folded(found[-1]), "the gate did not fold the executor's outcome into history"
+
+        # Every other decision topic and oncall carry the gate's signature too: an
+        # untrusted AI system (Level 0), a low confidence (1), a regulated action (2),
+        # whose approval times out (the test policy: 3 s) and pages on-call.
+        others = {
+            "decisions.manual": {**_proposal(pattern, service, f"{tag}-0"),
+                                 "source": {"ai_system": "shadow-agent"}},
+            "decisions.assist": {**_proposal(pattern, service, f"{tag}-1"),
+                                 "confidence": {"model": 0.5, "heuristic": 0.5}},
+            "decisions.approve": {**_proposal(pattern, service, f"{tag}-2"),
+                                  "regulated": ["PCI-DSS"]},
+        }  # fmt: skip
+        for body in others.values():
+            assert produce_as(
+                ai, ai.topic("proposals"), [orjson.dumps(body)], key=service.encode()
+            ) == [None]
+        gate_keys = keys.PublicKeys([gate_key.public])
+        for name, body in others.items():
+            seen, error = read_as(
+                cluster.as_(acls.OPERATOR),
+                cluster.base.topic(name),
+                until=lambda m, pid=body["proposal_id"]: pid.encode() in (m.value() or b""),
+                timeout=60,
+            )
+            assert error is None
+            assert seen, (name, _where(cluster, body["proposal_id"]))
+            signed = orjson.loads(seen[-1].value())
+            assert signed["proposal_id"] == body["proposal_id"], name
+            assert gate_keys.verify(signed) is None, name
+            if name == "decisions.approve":
+                approval = signed
+        pages, error = read_as(
+            cluster.as_(acls.OPERATOR),
+            cluster.base.topic("oncall"),
+            until=lambda m: approval["decision_id"].encode() in (m.value() or b""),
+            timeout=120,
+        )
+        assert error is None
+        assert pages
+        page = orjson.loads(pages[-1].value())
+        assert page["decision_id"] == approval["decision_id"]
+        assert gate_keys.verify(page) is None
     finally:
         running.stop()
         worker.send_signal(signal.SIGTERM)
