@@ -23,7 +23,7 @@ from streams.review.diff import diff_policies
 from streams.state.records import (
     StateUpdate,
     freeze_update,
-    history_updates,
+    import_updates,
     policy_update,
     requalification_update,
 )
@@ -158,7 +158,9 @@ def on_control(
         )
     elif command.command == "import_history":
         kind = "history_import"
-        state = tuple(u for record in command.records for u in history_updates(record))
+        # One update per pattern and per AI system for the whole batch, its id from the
+        # batch's content: a rerun of the same file folds nothing (records.import_updates).
+        state = import_updates(command.records)
         data["records"] = len(command.records)
     else:
         text = command.policy_yaml or ""

@@ -32,8 +32,9 @@ def _all_decisions(reader: Reader) -> dict[str, list[dict[str, Any]]]:
 
 def _strip_fleet(decision: dict[str, Any]) -> dict[str, Any]:
     """Fleet-wide velocity is read from other partitions' state, which moves on while a
-    crashed partition is replayed; everything else must be identical."""
-    out = dict(decision)
+    crashed partition is replayed; everything else must be identical. (The gate's
+    signature covers that count too, so it differs with it.)"""
+    out = {k: v for k, v in decision.items() if k != "signature"}
     out["context"] = {**decision["context"], "recent_autonomous": None}
     out["conditions"] = [
         c for c in decision["conditions"] if c["name"] != "recent_autonomous_fleet"
