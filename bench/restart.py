@@ -191,6 +191,7 @@ class Run:
             "ESCALATION_PARTITIONS": str(settings.partitions),
             "ESCALATION_STATE_SNAPSHOT_SECONDS": "1",
             "ESCALATION_DEV": "1",
+            **({"ESCALATION_INSTANCE_ID": "bench-worker"} if self.args.static else {}),
         }
         log = data_dir / "worker.log"
         process = c.spawn(
@@ -359,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-timeout", type=float, default=600.0)
     parser.add_argument("--deadline", type=float, default=3_600.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--static",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="static group membership (ESCALATION_INSTANCE_ID): the restarted worker "
+        "rejoins under the killed one's name",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results: list[dict[str, Any]] = []

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     key_file: Path | None = Field(
         default=None, description="The private key to sign with (instead of KEY_DIR/NAME.key)."
     )
+    instance_id: str | None = Field(
+        default=None,
+        description="Static group membership (Kafka KIP-345): a stable name per worker "
+        "(a StatefulSet pod's). A worker restarted under the same name takes its "
+        "partitions back at once instead of after the session timeout.",
+    )
     gate_key_file: Path | None = Field(
         default=None,
         description="The gate's Ed25519 private key (PEM, mode 0600): signs decisions, "

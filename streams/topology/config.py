@@ -45,6 +45,9 @@ def faust_args(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "datadir": str(settings.data_dir / "faust"),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
+        # Static membership: the same name rejoins without a rebalance (a SIGKILLed
+        # worker restarted decides again within seconds, not after the session timeout).
+        **({"consumer_group_instance_id": settings.instance_id} if settings.instance_id else {}),
         **FAUST_ARGS,
     }
 
