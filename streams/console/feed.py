@@ -1,4 +1,4 @@
-"""The console's own consumer: ``audit`` and ``state`` from their beginning, into the view.
+"""The console's own consumer: ``state.folded``, then ``audit`` and ``state``, into the view.
 
 A group-less consumer (partitions assigned, no offsets committed): each console
 start folds the log again, as the worker's state mirror does. It runs in a thread;
@@ -38,6 +38,8 @@ class Feed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
         self.error: str | None = None
+        # table|key -> the ``state`` offset its value from state.folded covers.
+        self._covered: dict[str, int] = {}
 
     def start(self) -> Feed:
         self._thread.start()
@@ -71,15 +73,28 @@ class Feed:
             }
         )
         try:
+            # The state the gate keeps forever is in state.folded (the latest value of
+            # each key, and per partition the offset of ``state`` it covers): read it
+            # first, then ``state`` from there, as the worker's mirror does.
+            starts = self._folded(consumer)
             partitions = self._partitions(consumer, (audit, state))
-            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+            consumer.assign(
+                [
+                    TopicPartition(
+                        t, p, starts.get(p, OFFSET_BEGINNING) if t == state else OFFSET_BEGINNING
+                    )
+                    for t, p in partitions
+                ]
+            )
             ends = {}
             for topic, partition in partitions:
                 _low, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=10
                 )
                 ends[(topic, partition)] = high
-            positions: dict[tuple[str, int], int] = dict.fromkeys(partitions, 0)
+            positions: dict[tuple[str, int], int] = {
+                (t, p): starts.get(p, 0) if t == state else 0 for t, p in partitions
+            }
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=BATCH, timeout=0.2)
                 good = [m for m in messages if m.error() is None and m.value()]
@@ -101,6 +116,42 @@ class Feed:
         finally:
             consumer.close()
 
+    def _folded(self, consumer: Any) -> dict[int, int]:
+        """Fold ``state.folded`` to its end into the view; per ``state`` partition, the
+        offset its marker says the values cover."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition  # noqa: PLC0415
+
+        from streams.topology.snapshot import read_record  # noqa: PLC0415
+
+        topic = self.settings.topic("state.folded")
+        partitions = self._partitions(consumer, (topic,))
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for _t, p in partitions
+        }
+        left = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in left])
+        through: dict[int, int] = {}
+        while left and not self._stop.is_set():
+            for m in consumer.consume(num_messages=BATCH, timeout=0.2):
+                if m.error() is not None:
+                    continue
+                partition, offset = int(m.partition() or 0), int(m.offset() or 0)
+                folded = read_record(m.key(), m.value())
+                with self.lock:
+                    if folded.kind == "marker":
+                        through[partition] = folded.through
+                    elif folded.kind == "value":
+                        self.view.set_value(folded.table, folded.key, folded.value)
+                        # Updates of this key below this offset are in the value already.
+                        self._covered[f"{folded.table}|{folded.key}"] = folded.through
+                    elif folded.kind == "tombstone":
+                        self.view.set_value(folded.table, folded.key, None)
+                if offset + 1 >= ends[partition]:
+                    left.discard(partition)
+        consumer.unassign()
+        return through
+
     def _partitions(self, consumer: Any, topics: tuple[str, ...]) -> list[tuple[str, int]]:
         """Every partition of ``topics``, waiting (until stopped) for them to exist."""
         while not self._stop.is_set():
@@ -120,9 +171,15 @@ class Feed:
         decoded = []
         for m in messages:
             try:
-                decoded.append((m.topic() == audit, orjson.loads(m.value())))
+                value = orjson.loads(m.value())
             except orjson.JSONDecodeError:
-                decoded.append((m.topic() == audit, None))
+                value = None
+            is_audit = m.topic() == audit
+            if not is_audit and isinstance(value, dict) and self._covered:
+                covered = self._covered.get(f"{value.get('table')}|{value.get('key')}", -1)
+                if int(m.offset() or 0) < covered:
+                    continue  # folded into the value read from state.folded
+            decoded.append((is_audit, value))
         with self.lock:
             for is_audit, value in decoded:
                 if is_audit:

@@ -321,6 +321,16 @@ class ConsoleView:
             self.open.pop(decision_id, None)
         self.trends.prune()
 
+    def set_value(self, table: str, key: str, value: Any) -> None:
+        """A key's whole folded value from ``state.folded`` (``None``: a tombstone)."""
+        values = self.tables.get(table)
+        if values is None:
+            return
+        if value is None:
+            values.pop(key, None)
+        elif key in values or len(values) < MAX_KEYS:
+            values[key] = value
+
     def apply_state(self, update: Any) -> None:
         """Fold one record of the ``state`` topic with the gate's own reducers."""
         if not isinstance(update, dict):
