@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from sample_messages import SAMPLES
 from signed import cosigned, keyring, signed, wire
 
 from streams import handlers, keys, samples
@@ -201,20 +202,8 @@ def test_a_timeout(case: dict[str, Any], policy: Policy) -> None:
 
 @pytest.mark.parametrize("case", CASES["outcomes"], ids=lambda c: c["name"])
 def test_an_outcome(case: dict[str, Any], policy: Policy) -> None:
-    fields = {
-        "schema_version": 1,
-        "decision_id": "d-1",
-        "proposal_id": "p-1",
-        "pattern": "oom-kill/stateless-deployment",
-        "action_type": "rolling_restart",
-        "ai_system": "holmesgpt",
-        "service": "checkout-api",
-        "level": 4,
-        "result": "success",
-        "verification": "passed",
-        "at": BASE,
-        **case.get("outcome", {}),
-    }
+    # The shared sample (a clean Level 4 success of checkout-api), with the case's changes.
+    fields = {**SAMPLES["outcome"], "at": BASE, **case.get("outcome", {})}
     outcome = Outcome.model_validate(fields)
     effects = handlers.on_outcome(outcome, origin("escalation.outcomes"), policy.oncall)
     expect = case["expect"]
