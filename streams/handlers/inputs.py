@@ -29,13 +29,13 @@ def on_outcome(outcome: Outcome, origin: Origin, oncall: Oncall | None = None) -
             outcome.pattern,
             outcome.action_type,
             success=outcome.successful,
-            update_id=f"{outcome.decision_id}:outcome:history",
+            update_id=origin.update_id("history"),
         ),
         verdict_update(
             outcome.ai_system,
             false_positive=outcome.not_needed,
             at=at,
-            update_id=f"{outcome.decision_id}:outcome:verdicts",
+            update_id=origin.update_id("verdicts"),
         ),
     ]
     effects = Effects()
@@ -55,7 +55,7 @@ def on_outcome(outcome: Outcome, origin: Origin, oncall: Oncall | None = None) -
             target=oncall.verification_target if oncall is not None else None,
             level=outcome.level,
         )
-    state += _trust_updates(outcome)
+    state += _trust_updates(outcome, origin)
     if outcome.level >= 3 and not outcome.successful:
         state.append(
             requalification_update(
@@ -88,7 +88,7 @@ def on_outcome(outcome: Outcome, origin: Origin, oncall: Oncall | None = None) -
     return Effects(state=tuple(state)) + effects + Effects(audits=(audit,))
 
 
-def _trust_updates(outcome: Outcome) -> list[StateUpdate]:
+def _trust_updates(outcome: Outcome, origin: Origin) -> list[StateUpdate]:
     """What the outcome teaches (streams/state/trust.py): its signature is known, and its
     AI system's reported confidence was right (a clean success) or wrong. Only when the
     executor copied the decision's signature and confidence into the outcome."""
@@ -107,7 +107,7 @@ def _trust_updates(outcome: Outcome) -> list[StateUpdate]:
                 outcome.pattern,
                 outcome.action_type,
                 signature,
-                update_id=f"{outcome.decision_id}:outcome:signatures",
+                update_id=origin.update_id("signatures"),
             )
         )
     if outcome.confidence is not None:
@@ -117,7 +117,7 @@ def _trust_updates(outcome: Outcome) -> list[StateUpdate]:
                 outcome.model,
                 confidence=outcome.confidence,
                 right=outcome.successful and not outcome.not_needed,
-                update_id=f"{outcome.decision_id}:outcome:calibration",
+                update_id=origin.update_id("calibration"),
             )
         )
     return out

@@ -217,10 +217,9 @@ def test_an_outcome(case: dict[str, Any], policy: Policy) -> None:
     if "success" in expect:
         assert history.body["success"] is expect["success"]
     assert verdict.body["false_positive"] is expect.get("false_positive", False)
-    # The same decision's outcome again (redelivered, or resent by an executor after a
-    # crash, at another offset) gives the same update ids: it folds once.
-    assert history.body["id"] == "d-1:outcome:history"
-    assert verdict.body["id"] == "d-1:outcome:verdicts"
+    # Redelivered, the same outcome record gives the same update ids (folded once).
+    assert history.body["id"] == "escalation.outcomes:2:7:history"
+    assert verdict.body["id"] == "escalation.outcomes:2:7:verdicts"
 
 
 GATE = keys.generate("escalation-gate")
