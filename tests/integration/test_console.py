@@ -339,8 +339,10 @@ def test_fleet_freeze_and_unfreeze_through_control(page: Any, settings: Settings
     page.goto("/fleet")
     row = page.locator("tr.service-row[data-service=search-api]")
     row.wait_for()
-    row.locator("button[data-freeze=search-api]").click()
-    page.wait_for_url(re.compile(r".*/fleet$"))
+    # The form posts and redirects back to /fleet: wait for that navigation to finish,
+    # or a reload below races it ("Not attached to an active page").
+    with page.expect_navigation(url=re.compile(r".*/fleet$")):
+        row.locator("button[data-freeze=search-api]").click()
 
     def frozen() -> bool:
         page.reload()
@@ -352,7 +354,10 @@ def test_fleet_freeze_and_unfreeze_through_control(page: Any, settings: Settings
     assert wait_until(frozen, timeout=90)
     assert "v1.3" in page.inner_text("#policy")
     page.screenshot(path=str(SHOTS / "fleet.png"))
-    page.locator("tr.service-row[data-service=search-api] button[data-freeze=search-api]").click()
+    with page.expect_navigation(url=re.compile(r".*/fleet$")):
+        page.locator(
+            "tr.service-row[data-service=search-api] button[data-freeze=search-api]"
+        ).click()
     assert wait_until(lambda: not frozen(), timeout=90)
     with Reader(settings.bootstrap_servers or "", [settings.topic("control")]) as r:
         r.wait(lambda reader: sum(v.get("service") == "search-api" for v in reader.values()) >= 2)
