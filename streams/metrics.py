@@ -96,6 +96,11 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.proposals_waiting = Gauge(
+            "escalation_proposals_waiting",
+            "Proposals read ahead and not yet decided (streams/topology/lanes.py)",
+            registry=r,
+        )
         self.ready = Gauge(
             "escalation_worker_ready",
             "1 once the state mirror caught up and agents run",

@@ -8,6 +8,7 @@ bootstrap servers, which use the conventional ``KAFKA_BOOTSTRAP_SERVERS``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,13 @@ class Settings(BaseSettings):
         gt=0,
         description="An assigned input partition with input waiting whose committed offset "
         "has not moved for this long stops the worker, to be restarted (a stalled consumer).",
+    )
+    proposals_reader: Literal["lanes", "faust"] = Field(
+        default="lanes",
+        description="How proposals are read: 'lanes' (librdkafka reads ahead; each service's "
+        "proposals wait in a lane of their own, decided in turn, so a storm on a few services "
+        "does not hold up the rest: streams/topology/lanes.py) or 'faust' (one Faust agent, "
+        "in partition order; kept for comparison: bench/storm.py).",
     )
     metrics_addr: str = Field(default="127.0.0.1", description="Prometheus bind address.")
     metrics_port_file: Path | None = Field(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from streams.errors import KafkaLauncherError
+from streams.topology.config import offsets_group
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -157,6 +158,13 @@ def grants(settings: Settings, ai_systems: Iterable[str]) -> tuple[Grant, ...]:
         # Faust's own topics: table changelogs, the assignor's leader topic.
         Grant(GATE, "topic", f"{faust_prefix}-", ("All",), pattern="prefixed", why="Faust topics"),
         Grant(GATE, "group", faust_prefix, ("Read",), why="the gate's consumer group"),
+        Grant(
+            GATE,
+            "group",
+            offsets_group(faust_prefix),
+            ("Read",),
+            why="the proposals reader's offsets (streams/topology/lanes.py)",
+        ),
         Grant(
             GATE,
             "group",

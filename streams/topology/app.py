@@ -59,6 +59,7 @@ from streams.topology.assignment import Assignment
 from streams.topology.checkpoints import Checkpoints
 from streams.topology.config import app_id, faust_args
 from streams.topology.emitter import Emitter
+from streams.topology.lanes import ProposalReader, offsets_group
 from streams.topology.mirror import Mirror
 from streams.topology.sealer import Sealer
 from streams.topology.snapshot import Snapshots
@@ -190,8 +191,11 @@ class Gate:
             gate_keys=_gate_keys(settings) if self.checkpoints.checkpointer else None,
             client=confluent_config(settings),
         )
-        self.app.on_partitions_revoked.connect(self.assignment.on_revoked)  # type: ignore[arg-type] # faust stub
-        self.app.on_partitions_assigned.connect(self.assignment.on_assigned)  # type: ignore[arg-type] # faust stub
+        # Proposals are read by librdkafka into lanes (streams/topology/lanes.py), on the
+        # partitions Faust assigns this worker of every other input; or by a Faust agent.
+        self.reader = self._proposal_reader(settings, bootstrap)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
         sources = (
             self.t_proposals,
             self.t_outcomes,
@@ -207,11 +211,20 @@ class Gate:
             stall_seconds=settings.stall_seconds,
             fatal=self._fatal,
             busy=lambda: not self.mirror.ready.is_set(),
+            groups={self.reader.topic: offsets_group(self.app.conf.id)} if self.reader else None,
         )
         self._overdue_logged = -1e9
         self._evicted_at = time.time()
 
-        self.app.agent(self.t_proposals, name="proposals")(self._proposals)
+        self._wire(settings)
+        self._policy_gauges()
+
+    def _wire(self, settings: Settings) -> None:
+        """The agents, timers and tasks of the Faust app."""
+        if self.reader is None:
+            self.app.agent(self.t_proposals, name="proposals")(self._proposals)
+        else:
+            self.app.task(self._read_proposals)
         self._agent(self.t_outcomes, "outcomes", self.on_outcome)
         self._agent(self.t_budgets, "error-budgets", self.on_budget)
         self._agent(self.t_control, "control", self.on_control)
@@ -222,7 +235,6 @@ class Gate:
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type] # faust stub
         self.app.timer(min(30.0, settings.stall_seconds / 3))(self.watchdog.check)
         self.app.task(self._start_mirror)
-        self._policy_gauges()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -251,12 +263,55 @@ class Gate:
             self.checkpoints.write()
 
     async def _on_shutdown(self, _sender: Any, **_kw: Any) -> None:
-        """The worker stops (its agents no longer run): a final checkpoint, flushed."""
+        """The worker stops (its agents no longer run): a final checkpoint, flushed;
+        the proposals decided so far committed."""
         if self.assignment.ready.is_set():
             self.assignment.ready.clear()
             left = await self.checkpoints.give_up()
             if left:
                 log.warning("%d records still queued when the worker stopped", left)
+            if self.reader is not None:
+                await self.reader.revoke()
+        if self.reader is not None:
+            await self.reader.close()
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kw: Any) -> None:
+        await self.assignment.on_revoked(sender, *args, signal=signal, **kw)
+        if self.reader is not None:
+            await self.reader.revoke()
+
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kw: Any) -> None:
+        await self.assignment.on_assigned(sender, *args, signal=signal, **kw)
+        if self.reader is not None:
+            try:
+                await self.reader.assign(
+                    tp.partition for tp in self.assignment.assigned if tp.topic == self.reader.topic
+                )
+            except Exception as exc:  # reading nothing would decide nothing: restart
+                self._fatal(RuntimeError(f"cannot assign the proposals partitions: {exc}"))
+
+    def _proposal_reader(self, settings: Settings, bootstrap: str) -> ProposalReader | None:
+        """The lanes' reader, unless proposals are read by a Faust agent (``faust``)."""
+        if settings.proposals_reader != "lanes":
+            return None
+        self.assignment.mirrored = self.t_proposals.get_topic_name()
+        return ProposalReader(
+            config={"bootstrap.servers": bootstrap, **confluent_config(settings)},
+            topic=self.t_proposals.get_topic_name(),
+            group=self.app.conf.id,
+            handle=self.on_proposal,
+            on_error=lambda event, exc: self.dead_letter(event, exc, "proposals"),
+            assignment=self.assignment,
+            sink=self.sink,
+            fatal=self._fatal,
+            on_waiting=self.metrics.proposals_waiting.set,
+        )
+
+    async def _read_proposals(self) -> None:
+        """The lanes' decider (streams/topology/lanes.py), once the state is in place."""
+        await self.mirror.ready.wait()
+        if self.reader is not None:
+            await self.reader.run()
 
     def _agent(self, source: Any, name: str, handle: Any) -> None:
         async def agent(stream: Any) -> None:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from faust.types import TP
+
 from streams.audit.chain import ChainHead, chain_for
 from streams.audit.resync import chain_heads
 from streams.keys import PublicKeys
@@ -63,6 +65,9 @@ class Assignment:
         self.flush = flush
         self.fatal = fatal
         self.assigned: set[Any] = set()
+        # A topic Faust does not read (the proposals, read in lanes): this worker owns
+        # its partitions with the numbers it was assigned of the lifecycle topic.
+        self.mirrored: str | None = None
         self.ready = asyncio.Event()
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
@@ -88,7 +93,13 @@ class Assignment:
         """Start re-reading the state of the new assignment, and return at once."""
         del signal
         self.ready.clear()
-        assigned: set[Any] = args[0] if args else set()
+        assigned: set[Any] = set(args[0]) if args else set()
+        if self.mirrored is not None:
+            assigned |= {
+                TP(self.mirrored, tp.partition)
+                for tp in assigned
+                if tp.topic == self.lifecycle_topic
+            }
         self.assigned = set(assigned)
         chains = {
             chain_for(self.sources[tp.topic], tp.partition)

@@ -56,3 +56,8 @@ def app_id(settings: Settings) -> str:
     """The Faust app id and consumer group: the prefix keeps two deployments (or two
     tests) on one cluster apart."""
     return f"{settings.topic_prefix}{settings.app_id}"
+
+
+def offsets_group(group: str) -> str:
+    """The consumer group that holds the proposals reader's offsets (lanes.py)."""
+    return f"{group}.proposals"

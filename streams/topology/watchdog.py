@@ -36,6 +36,7 @@ class Watchdog:
         stall_seconds: float,
         fatal: Fatal,
         busy: Any,
+        groups: dict[str, str] | None = None,
     ) -> None:
         self.app = app
         self.assignment = assignment
@@ -45,6 +46,8 @@ class Watchdog:
         self.fatal = fatal
         self.busy = busy  # () -> bool: True while the worker catches up on state
         self.progress: dict[tuple[str, int], tuple[int, float]] = {}
+        # Topics whose offsets another group holds (the proposals read in lanes).
+        self.groups = dict(groups or {})
 
     def reset(self) -> None:
         """Start a new watch (a new assignment)."""
@@ -57,14 +60,19 @@ class Watchdog:
         tps = {
             (tp.topic, tp.partition) for tp in self.assignment.assigned if tp.topic in self.inputs
         }
+        by_group: dict[str, set[tuple[str, int]]] = {}
+        for tp in tps:
+            by_group.setdefault(self.groups.get(tp[0], self.app.conf.id), set()).add(tp)
+        offsets: dict[tuple[str, int], tuple[int, int]] = {}
         try:
-            offsets = await asyncio.get_running_loop().run_in_executor(
-                None,
-                functools.partial(progress, client=self.assignment.client),
-                self.bootstrap,
-                self.app.conf.id,
-                tps,
-            )
+            for group, group_tps in by_group.items():
+                offsets |= await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    functools.partial(progress, client=self.assignment.client),
+                    self.bootstrap,
+                    group,
+                    group_tps,
+                )
         except Exception as exc:
             log.warning("stall watchdog could not read offsets: %s", exc)
             return

@@ -421,21 +421,28 @@ def wait_processed(
     wanted: dict[tuple[str, int], int] = {}
     for t, p, o in positions:
         wanted[(t, p)] = max(o, wanted.get((t, p), -1))
+    from streams.topology.lanes import offsets_group  # noqa: PLC0415
+
     group = f"{settings.topic_prefix}{settings.app_id}"
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": group,
-         "enable.auto.commit": False}
-    )  # fmt: skip
+    # Proposals read in lanes keep their offsets in a group of their own (lanes.py).
+    lanes = settings.proposals_reader == "lanes"
+    proposals = settings.topic("proposals")
+    config = {"bootstrap.servers": settings.bootstrap_servers, "enable.auto.commit": False}
+    consumer = Consumer({**config, "group.id": group})
+    reader = Consumer({**config, "group.id": offsets_group(group)})
     try:
 
         def committed() -> bool:
-            tps = [TopicPartition(t, p) for t, p in wanted]
-            done = consumer.committed(tps, timeout=10)
+            tps = [TopicPartition(t, p) for t, p in wanted if not (lanes and t == proposals)]
+            read = [TopicPartition(t, p) for t, p in wanted if lanes and t == proposals]
+            done = consumer.committed(tps, timeout=10) if tps else []
+            done += reader.committed(read, timeout=10) if read else []
             return all(tp.offset > wanted[(tp.topic, tp.partition)] for tp in done)
 
         assert wait_until(committed, timeout=timeout, interval=0.1), f"not committed: {wanted}"
     finally:
         consumer.close()
+        reader.close()
 
 
 class Reader:

@@ -1,0 +1,412 @@
+"""Proposals read ahead by librdkafka and decided one service at a time, in turn.
+
+Why (issue 19, bench/README.md "Storm isolation"): a Kafka partition is a queue, and
+proposals are keyed by service, so a storm of proposals for a few services lands in
+front of a healthy service's proposal in the same partition, and Faust's one agent
+queue puts every partition's records in one line. Measured on this machine, Faust
+only *reads* about 4,300 records/s (an agent that acknowledges and does nothing
+else) where librdkafka reads 240,000-340,000/s; a 20,000-proposal storm took Faust
+longer to read than the gate has to decide a healthy service's Level 4 fix.
+
+So the proposals topic is read by a librdkafka consumer on a thread of its own, ahead
+of the decisions (up to ``max_waiting`` records), into one *lane* per record key
+(proposers key by service, SPEC 2) and partition. The decider on the event loop takes
+one proposal from each lane in turn: a storm on ten services makes an eleventh wait
+for at most ten decisions, not for the storm. Within a lane the order is the
+partition's, so each service's proposals are decided in the order they were written
+(the velocity guard sees them in order). Across services the order of a backlog is
+round-robin, as it already was across partitions; replay is unaffected (it re-decides
+from the context recorded with each decision).
+
+The partitions follow Faust's assignment: this worker reads the proposals partitions
+whose numbers Faust gave it for every other input (``Assignment``), so one worker
+still owns each partition number of every input topic (the audit chain ``proposals:3``,
+the lifecycle entries of its Level 2 decisions, the state partition it folds). The
+reader is not a group member (``assign``, not ``subscribe``): it stores its offsets
+in a consumer group of its own (:func:`offsets_group`), and a partition it never
+committed starts where the worker's Faust group had committed it (an upgrade from
+the Faust agent decides nothing twice), else at the beginning.
+
+At-least-once as elsewhere (``acks.py``): a position is committed only once every
+proposal before it was decided and everything those decisions wrote is on the broker
+(``Sink.delivered``); the commit position of a partition is its oldest proposal not
+yet decided. On revocation the decider stops (``Assignment.ready``), the sink is
+flushed, the positions are committed, and the partitions are unassigned; whatever was
+read ahead is dropped and read again by the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from faust.types import TP
+
+from streams.errors import DeliveryError
+from streams.kafka.sink import Sink
+from streams.topology.assignment import Assignment, Fatal
+from streams.topology.config import offsets_group
+
+__all__ = ["Arrival", "Lanes", "Position", "ProposalReader", "offsets_group"]
+
+log = logging.getLogger(__name__)
+
+#: Proposals read ahead of the decisions, at most (about 1 KB each): the reader thread
+#: waits while this many are undecided, and librdkafka stops fetching meanwhile.
+MAX_WAITING = 50_000
+#: The decider gives the event loop back (Faust's other agents, the timers) after this
+#: long deciding; a new proposal's lane joins the round at the next turn.
+SLICE_SECONDS = 0.005
+#: How often decided positions are committed (as Faust's ``broker_commit_interval``).
+COMMIT_SECONDS = 1.0
+
+
+class Arrival:
+    """A proposal record as the handlers read a Faust event's ``message``."""
+
+    __slots__ = ("key", "offset", "partition", "timestamp", "topic", "tp", "value")
+
+    def __init__(self, message: Any) -> None:
+        self.topic: str = message.topic()
+        self.partition: int = message.partition()
+        self.offset: int = message.offset()
+        kind, ms = message.timestamp()
+        self.timestamp: float | None = ms / 1000.0 if kind and ms >= 0 else None
+        self.key: bytes | None = message.key()
+        self.value: bytes | None = message.value()
+        self.tp = TP(self.topic, self.partition)
+
+    @property
+    def message(self) -> Arrival:
+        return self
+
+
+@dataclass
+class Position:
+    """One partition's read and decided offsets: what may be committed."""
+
+    end: int = -1  # the offset after the last one read; -1 before any
+    waiting: deque[int] = field(default_factory=deque)  # read, in offset order
+    done: set[int] = field(default_factory=set)  # decided, not yet at the front
+
+    def read(self, offset: int) -> None:
+        self.waiting.append(offset)
+        self.end = offset + 1
+
+    def decided(self, offset: int) -> None:
+        self.done.add(offset)
+        waiting, done = self.waiting, self.done
+        while waiting and waiting[0] in done:
+            done.discard(waiting.popleft())
+
+    def commit_offset(self) -> int | None:
+        """The oldest offset not yet decided (what a restart must read first)."""
+        if self.waiting:
+            return self.waiting[0]
+        return self.end if self.end >= 0 else None
+
+
+class Lanes:
+    """Records waiting to be decided, one FIFO lane per (partition, key), taken in turn."""
+
+    def __init__(self) -> None:
+        self.lanes: dict[tuple[int, bytes | None], deque[Arrival]] = {}
+        self.ring: deque[tuple[int, bytes | None]] = deque()
+        self.waiting = 0
+
+    def add(self, arrival: Arrival) -> None:
+        key = (arrival.partition, arrival.key)
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = deque()
+            self.ring.append(key)
+        lane.append(arrival)
+        self.waiting += 1
+
+    def take(self) -> Arrival | None:
+        """The next record: the head of the lane whose turn it is."""
+        if not self.ring:
+            return None
+        key = self.ring.popleft()
+        lane = self.lanes[key]
+        arrival = lane.popleft()
+        if lane:
+            self.ring.append(key)
+        else:
+            del self.lanes[key]
+        self.waiting -= 1
+        return arrival
+
+    def clear(self) -> None:
+        self.lanes.clear()
+        self.ring.clear()
+        self.waiting = 0
+
+
+@dataclass
+class _Command:
+    name: str  # "assign" | "unassign" | "commit"
+    epoch: int
+    args: Any
+    done: Future[Any] = field(default_factory=Future)
+
+
+class ProposalReader:
+    """The proposals partitions of this worker's assignment, read ahead and decided in
+    lanes (module docstring). ``run()`` is the decider, a task on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any],
+        topic: str,
+        group: str,
+        handle: Callable[[Any], object],
+        on_error: Callable[[Any, Exception], None],
+        assignment: Assignment,
+        sink: Sink,
+        fatal: Fatal,
+        on_waiting: Callable[[int], None] | None = None,
+        max_waiting: int = MAX_WAITING,
+    ) -> None:
+        self.topic = topic
+        self.group = group  # the worker's Faust group: where an upgrade starts from
+        self.config = {
+            **config,
+            "group.id": offsets_group(group),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            # Read ahead in larger batches than the default 1 MB per partition.
+            "fetch.max.bytes": 16 * 1024 * 1024,
+        }
+        self.handle = handle
+        self.on_error = on_error
+        self.assignment = assignment
+        self.sink = sink
+        self.fatal = fatal
+        self.on_waiting = on_waiting or (lambda _n: None)
+        self.max_waiting = max_waiting
+        self.lanes = Lanes()
+        self.positions: dict[int, Position] = {}
+        self._committed: dict[int, int] = {}
+        self._epoch = 0
+        self._wake = asyncio.Event()
+        self._room = threading.Event()
+        self._room.set()
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ event loop side
+
+    def start(self) -> None:
+        """Start the reader thread (from the event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._read, name="proposals-reader", daemon=True)
+        self._thread.start()
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Read these partitions from their committed positions (a new assignment)."""
+        self._new_epoch()
+        await self._call("assign", sorted(set(partitions)))
+
+    async def revoke(self) -> None:
+        """Commit what was decided and delivered, then stop reading (before the
+        partitions move: their next owner starts from these positions)."""
+        await self.commit()
+        self._new_epoch()
+        await self._call("unassign", None)
+
+    async def commit(self) -> None:
+        """Commit every partition's decided position, once its outputs are delivered."""
+        offsets = {p: pos.commit_offset() for p, pos in self.positions.items()}
+        wanted = {p: o for p, o in offsets.items() if o is not None and o != self._committed.get(p)}
+        if not wanted:
+            return
+        await self.sink.delivered()
+        epoch = self._epoch
+        try:
+            await self._call("commit", wanted)
+        except KafkaException as exc:
+            log.warning("committing proposals positions failed (read again later): %s", exc)
+            return
+        if epoch == self._epoch:
+            self._committed.update(wanted)
+
+    async def run(self) -> None:
+        """Decide what the lanes hold, one record per lane in turn, until cancelled."""
+        commits = asyncio.create_task(self._commit_every(COMMIT_SECONDS), name="commit-proposals")
+        try:
+            while True:
+                if not self.lanes.waiting:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if not self.assignment.ready.is_set():
+                    await self.assignment.ready.wait()
+                    continue
+                self._decide_slice()
+                await asyncio.sleep(0)
+        finally:
+            commits.cancel()
+
+    def _decide_slice(self) -> None:
+        started = time.perf_counter()
+        owns = self.assignment.owns
+        take = self.lanes.take
+        positions = self.positions
+        n = 0
+        while self.assignment.ready.is_set():
+            arrival = take()
+            if arrival is None:
+                break
+            # A partition revoked meanwhile: not decided, not committed; its next
+            # owner reads it again.
+            if owns(arrival.tp):
+                try:
+                    self.handle(arrival)
+                except DeliveryError as exc:
+                    self.fatal(exc)
+                except Exception as exc:
+                    log.exception("proposals: message at offset %d failed", arrival.offset)
+                    self.on_error(arrival, exc)
+                position = positions.get(arrival.partition)
+                if position is not None:
+                    position.decided(arrival.offset)
+            n += 1
+            if not n & 7 and time.perf_counter() - started >= SLICE_SECONDS:
+                break
+        self.on_waiting(self.lanes.waiting)
+        if self.lanes.waiting < self.max_waiting // 2:
+            self._room.set()
+
+    async def _commit_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            if self.assignment.ready.is_set():
+                await self.commit()
+
+    def _new_epoch(self) -> None:
+        """Forget everything read under the previous assignment."""
+        self._epoch += 1
+        self.lanes.clear()
+        self.positions.clear()
+        self._committed.clear()
+        self._room.set()
+        self.on_waiting(0)
+
+    async def _call(self, name: str, args: Any) -> Any:
+        if self._closing.is_set():
+            return None  # stopped: the worker's shutdown committed already
+        if self._thread is None:
+            self.start()
+        command = _Command(name, self._epoch, args)
+        self._commands.put(command)
+        return await asyncio.wrap_future(command.done)
+
+    def _arrive(self, epoch: int, messages: list[Any]) -> None:
+        if epoch != self._epoch:
+            return  # read under an assignment that has since changed
+        positions = self.positions
+        add = self.lanes.add
+        for message in messages:
+            if message.error() is not None:
+                log.warning("proposals reader: %s", message.error())
+                continue
+            arrival = Arrival(message)
+            position = positions.get(arrival.partition)
+            if position is None:
+                position = positions[arrival.partition] = Position()
+            position.read(arrival.offset)
+            add(arrival)
+        self.on_waiting(self.lanes.waiting)
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop the reader thread and close its consumer (no commit: see ``revoke``)."""
+        self._closing.set()
+        self._room.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+
+    # ------------------------------------------------------------ reader thread
+
+    def _read(self) -> None:
+        consumer = Consumer(self.config)
+        epoch = 0
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("ProposalReader.start() runs on the event loop first")
+        try:
+            while not self._closing.is_set():
+                while True:
+                    try:
+                        command = self._commands.get_nowait()
+                    except queue.Empty:
+                        break
+                    epoch = command.epoch
+                    self._execute(consumer, command)
+                if self.lanes.waiting >= self.max_waiting:
+                    self._room.clear()
+                    self._room.wait(0.05)
+                    continue
+                messages = consumer.consume(num_messages=2000, timeout=0.05)
+                if messages:
+                    loop.call_soon_threadsafe(self._arrive, epoch, messages)
+        except Exception as exc:  # the consumer itself failed: nothing more is decided
+            log.exception("proposals reader failed")
+            with contextlib.suppress(RuntimeError):  # the loop is closing already
+                loop.call_soon_threadsafe(self.fatal, RuntimeError(f"proposals reader: {exc}"))
+        finally:
+            consumer.close()
+
+    def _execute(self, consumer: Consumer, command: _Command) -> None:
+        try:
+            result: Any = None
+            if command.name == "assign":
+                consumer.assign(self._starts(consumer, command.args))
+            elif command.name == "unassign":
+                consumer.unassign()
+            else:
+                result = consumer.commit(
+                    offsets=[TopicPartition(self.topic, p, o) for p, o in command.args.items()],
+                    asynchronous=False,
+                )
+        except Exception as exc:
+            command.done.set_exception(exc)
+        else:
+            command.done.set_result(result)
+
+    def _starts(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
+        """Each partition at the reader's committed position, else the Faust group's
+        (an upgrade from the Faust agent), else the beginning (``auto.offset.reset``)."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if not tps:
+            return []
+        own = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}
+        missing = [TopicPartition(self.topic, p) for p, o in own.items() if o < 0]
+        if missing:
+            legacy = Consumer({**self.config, "group.id": self.group})
+            try:
+                for tp in legacy.committed(missing, timeout=30):
+                    if tp.offset >= 0:
+                        own[tp.partition] = tp.offset
+            finally:
+                legacy.close()
+        log.info("proposals partitions from offsets %s", dict(sorted(own.items())))
+        return [
+            TopicPartition(self.topic, p, o if o >= 0 else OFFSET_INVALID) for p, o in own.items()
+        ]
