@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,6 @@ import orjson
 
 from streams.handlers.effects import AuditDraft, Count, Effects, Origin, Send, StateView
 from streams.models import Context, Decision, Proposal
-from streams.models.decision import decision_json as dump_decision
 from streams.policy import Policy, decision_id_for, evaluate
 from streams.state import build_context, lifecycle
 from streams.state.records import StateUpdate, history_key, lifecycle_record, velocity_update
@@ -28,13 +28,22 @@ class Decided:
 
 
 def context_for(
-    proposal: Proposal, view: StateView, policy: Policy, origin: Origin, decision_id: str
+    proposal: Proposal,
+    view: StateView,
+    policy: Policy,
+    origin: Origin,
+    decision_id: str,
+    *,
+    now: dt.datetime | None = None,
 ) -> Context:
-    """The evaluator's context for ``proposal`` from the folded state (SPEC 4)."""
+    """The evaluator's context for ``proposal`` from the folded state (SPEC 4).
+
+    ``now`` is ``origin.instant``, for a caller that has it already.
+    """
     service = proposal.action.target.service
     hkey = history_key(proposal.pattern, proposal.action.type)
     context = build_context(
-        now=origin.instant,
+        now=origin.instant if now is None else now,
         decision_id=decision_id,
         history=view.get("history", hkey),
         budget=view.get("budgets", service),
@@ -54,6 +63,23 @@ def context_for(
     return context.model_copy(update={"novelty": novelty, "calibrated_confidence": calibrated})
 
 
+_NOT_CONDITIONS = {"conditions"}
+
+
+def _decision_json(decision: Decision) -> dict[str, Any]:
+    """``streams.models.decision.decision_json(decision)``, without copying the conditions.
+
+    The same JSON value: ``evaluate`` builds every condition as a fresh dict of JSON
+    values for this decision alone, and nothing downstream writes to them (the
+    decision topic, the audit event and the lifecycle entry only read and serialise
+    them), so the JSON form shares them with the decision instead of copying thirty
+    dicts per proposal.
+    """
+    out = decision.model_dump(mode="json", exclude=_NOT_CONDITIONS)
+    out["conditions"] = list(decision.conditions)
+    return out
+
+
 def _overdue(decision: Decision) -> bool:
     # The evaluator judged the review date once; its condition is the last row.
     for condition in reversed(decision.conditions):
@@ -67,27 +93,27 @@ def decide(proposal: Proposal, view: StateView, policy: Policy, origin: Origin) 
     now = origin.instant
     service = proposal.action.target.service
     decision_id = decision_id_for(proposal)
-    context = context_for(proposal, view, policy, origin, decision_id)
+    context = context_for(proposal, view, policy, origin, decision_id, now=now)
     decision = evaluate(proposal, context, policy, decision_id=decision_id)
     # Serialised once: the decision topic, the audit event and the lifecycle share it.
-    decision_json = dump_decision(decision)
-    fields = {
-        "level": str(decision.level),
-        "route": decision.route,
+    decision_json = _decision_json(decision)
+    ai_system = proposal.source.ai_system
+    proposal_fields = {
         "service": service,
-        "ai_system": proposal.source.ai_system,
+        "ai_system": ai_system,
         "pattern": proposal.pattern,
         "action_type": proposal.action.type,
     }
+    fields = {"level": str(decision.level), "route": decision.route, **proposal_fields}
     received = AuditDraft(
         "proposal_received",
         event_id=f"{decision_id}:received",
         at=now,
-        actor=proposal.source.ai_system,
+        actor=ai_system,
         proposal_id=proposal.proposal_id,
         decision_id=decision_id,
         data={"proposal": decision_json["proposal"]},
-        fields={k: fields[k] for k in ("service", "ai_system", "pattern", "action_type")},
+        fields=proposal_fields,
     )
     sends = [Send(f"decisions.{decision.route}", orjson.dumps(decision_json), service.encode())]
     audit_data: dict[str, Any] = {"decision": decision_json}
