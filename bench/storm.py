@@ -100,6 +100,41 @@ TARGET_STEADY_P99_MS = 50.0
 TARGET_RECOVERY_S = 2.0
 
 
+class GroupLag:
+    """The lag of every consumer group the gate commits its inputs in: the Faust group
+    (``lifecycle``; ``proposals`` too with ``ESCALATION_PROPOSALS_READER=faust`` or a gate
+    without lanes) and the proposals reader's own group (``streams/topology/lanes.py``)."""
+
+    def __init__(self, bootstrap: str, groups: dict[str, list[str]]) -> None:
+        self.groups = groups
+        self.probes = [c.LagProbe(bootstrap, group, topics) for group, topics in groups.items()]
+
+    def lag(self) -> int | None:
+        lags = [probe.lag() for probe in self.probes]
+        return None if any(n is None for n in lags) else sum(n or 0 for n in lags)
+
+    def wait_zero(self, *, timeout: float, deadline: c.Deadline) -> int | None:
+        c.wait_until(lambda: self.lag() == 0, timeout=timeout, deadline=deadline, interval=0.2)
+        return self.lag()
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
+
+
+def input_groups(settings: Settings, reader: str) -> dict[str, list[str]]:
+    """Consumer group -> the input topics whose offsets it holds."""
+    app_group = f"{settings.topic_prefix}{settings.app_id}"
+    proposals, lifecycle = settings.topic("proposals"), settings.topic("lifecycle")
+    try:
+        from streams.topology.config import offsets_group  # noqa: PLC0415
+    except ImportError:  # a gate from before the lanes
+        return {app_group: [proposals, lifecycle]}
+    if reader != "lanes":
+        return {app_group: [proposals, lifecycle]}
+    return {app_group: [lifecycle], offsets_group(app_group): [proposals]}
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT (a BaseException: the phases' ``except Exception`` let it pass)."""
 
@@ -316,10 +351,8 @@ class Bench:
         self.version = code_version()
         self.steady_pairs = steady_services(args.services)
         self.collector: c.Collector | None = None
-        self.lag: c.LagProbe | None = None
+        self.lag: GroupLag | None = None
         self.topic = ""
-        self.group = ""
-        self.lag_topics: list[str] = []
         self.worker_pid = 0
 
     def say(self, text: str) -> None:
@@ -471,9 +504,11 @@ class Bench:
             [settings.topic(f"decisions.{r}") for r in DECISION_ROUTES],
             self.args.partitions,
         ).start()
-        self.group = f"{settings.topic_prefix}{settings.app_id}"
-        self.lag_topics = [settings.topic("proposals"), settings.topic("lifecycle")]
-        self.lag = c.LagProbe(self.bootstrap, self.group, self.lag_topics)
+        reader = self.args.extra_env.get(
+            "ESCALATION_PROPOSALS_READER", getattr(settings, "proposals_reader", "faust")
+        )
+        self.results["proposals_reader"] = reader
+        self.lag = GroupLag(self.bootstrap, input_groups(settings, reader))
         try:
             self.worker_pid = process.pid
             self.results["rss_mib_ready"] = round((c.rss_kib(process.pid) or 0) / 1024, 1)
@@ -563,8 +598,11 @@ class Bench:
         waited = time.perf_counter()
         lag = self.lag_zero()
         self.say(f"warm-up decided; group lag {lag} after {time.perf_counter() - waited:.1f}s")
-        if lag:
-            by_partition = lag_by_partition(self.bootstrap, self.group, self.lag_topics)
+        if lag and self.lag is not None:
+            by_partition = {
+                group: lag_by_partition(self.bootstrap, group, topics)
+                for group, topics in self.lag.groups.items()
+            }
             self.say(f"  lag by partition: {by_partition}")
             self.notes.append(f"warm-up: group lag {lag} left after 60s: {by_partition}")
         probe_levels = _levels([p for p, _, _ in probes], self.collector)
@@ -585,8 +623,7 @@ class Bench:
     def lag_zero(self, timeout: float = 60.0) -> int | None:
         if self.lag is None:
             raise RuntimeError("no lag probe")
-        self.lag.wait_zero(timeout=timeout, deadline=self.deadline)
-        return self.lag.lag()
+        return self.lag.wait_zero(timeout=timeout, deadline=self.deadline)
 
     def one_run(self, tag: str) -> dict[str, Any]:
         if self.collector is None:
@@ -865,7 +902,10 @@ def report(bench: Bench) -> str:
             f"{platform.python_implementation()} {platform.python_version()}, "
             f"{a.partitions} partitions, store {a.store}, broker {bench.bootstrap}"
         ),
-        f"  code {bench.version}; env {a.extra_env or '-'}; velocity {r.get('velocity')}",
+        (
+            f"  code {bench.version}; env {a.extra_env or '-'}; proposals reader "
+            f"{r.get('proposals_reader', '-')}; velocity {r.get('velocity')}"
+        ),
         (
             f"  storm {a.count:,} for {len(STORM_SERVICES)} services (budget {a.storm_budget}); "
             f"steady {a.steady_rate:g}/s over {len({s for _, s in bench.steady_pairs})} services; "
