@@ -229,18 +229,21 @@ def novelty_of(
 ) -> SignatureNovelty | None:
     """``Context.novelty`` from the ``signatures`` table; ``None`` when nothing is known.
 
-    ``own`` is the value of the proposal's own ``pattern|action`` key. A signature with
-    nothing near counts as novel only when that key has signatures (or the pattern
-    was never seen): history from before signatures were kept (``history import``)
-    does not make a seen pattern novel.
+    ``own`` is the value of the proposal's own ``pattern|action`` key. A signature
+    counts as novel or similar only when that key has signatures (or the pattern was
+    never seen): history from before signatures were kept (``history import``) makes
+    a seen pattern neither novel nor "similar to another pattern".
     """
     index = _index(list(values))
     if not index.exact:
         return None
     novelty = _classify(Signature.of(proposal), index, policy.similarity)
     tracked = bool(_signatures(own))
-    if novelty.kind == "novel" and not tracked and seen > 0:
-        return None  # untracked history: the evaluator's own seen == 0 rule applies
+    if novelty.kind != "seen" and not tracked and seen > 0:
+        # Untracked history (imported before signatures were kept): the pattern itself
+        # was seen, so neither "novel" nor "similar to another" describes it; the
+        # evaluator's own seen == 0 rule applies.
+        return None
     shown = _SHOWN.get(id(novelty))
     if shown is None or shown[0] is not novelty:
         nearest = novelty.nearest

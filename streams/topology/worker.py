@@ -7,6 +7,7 @@ import logging
 import socket
 from typing import Any
 
+from streams.errors import EscalationError
 from streams.metrics import Metrics
 from streams.models import ControlCommand, encode
 from streams.settings import Settings
@@ -49,10 +50,17 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     check_gate_clock(settings, bootstrap)
     metrics = Metrics()
     gate = build_gate(settings, bootstrap, metrics)
-    proposals = settings.topic("proposals")
-    gate.proposal_partitions = partition_counts(bootstrap, [proposals], settings=settings).get(
-        proposals, settings.partitions
-    )
+    proposals, lifecycle = settings.topic("proposals"), settings.topic("lifecycle")
+    counts = partition_counts(bootstrap, [proposals, lifecycle], settings=settings)
+    gate.proposal_partitions = counts.get(proposals, settings.partitions)
+    if gate.reader is not None and counts.get(lifecycle) != gate.proposal_partitions:
+        # The lanes read the proposals partitions numbered as this worker's lifecycle
+        # partitions: with fewer lifecycle partitions, some proposals would go unread.
+        raise EscalationError(
+            f"{proposals} has {gate.proposal_partitions} partitions and {lifecycle} "
+            f"{counts.get(lifecycle)}: every input topic needs the same count "
+            "(kafka-topics --alter both to the same number)"
+        )
     port = metrics.serve(settings.metrics_port, addr=settings.metrics_addr)
     log.warning("metrics on http://%s:%d/metrics", settings.metrics_addr, port)
     if settings.metrics_port_file is not None:

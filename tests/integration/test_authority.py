@@ -223,6 +223,25 @@ def test_a_worker_refuses_to_start_without_its_keys(  # noqa: PLR0917 - fixtures
     assert says in worker.log_tail(), worker.log_tail()
 
 
+def test_a_worker_refuses_proposals_with_more_partitions_than_its_other_inputs(
+    settings: Settings, start_worker: Callable[..., Worker]
+) -> None:
+    """The lanes read the proposals partitions numbered as the worker's lifecycle
+    partitions: a proposals topic grown alone would leave partitions unread."""
+    from confluent_kafka.admin import NewTopic  # noqa: PLC0415
+
+    grown = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "grown."})
+    admin = admin_client(settings.bootstrap_servers or "")
+    futures = admin.create_topics([NewTopic(grown.topic("proposals"), num_partitions=6)])
+    for future in futures.values():
+        future.result(timeout=30)
+    worker = start_worker("grown", ready=False, on=grown)
+    assert worker.process is not None
+    assert worker.process.wait(timeout=120) == 1
+    says = f"{grown.topic('proposals')} has 6 partitions and {grown.topic('lifecycle')} 4"
+    assert says in worker.log_tail(), worker.log_tail()
+
+
 def test_signed_answers_and_commands_from_the_command_line(
     settings: Settings, feed: Feed, worker: Worker, tmp_path: Path
 ) -> None:

@@ -141,6 +141,19 @@ def test_untracked_history_does_not_make_a_seen_pattern_novel(
     assert tracked.kind == "novel"
 
 
+def test_untracked_history_does_not_make_a_seen_pattern_similar_to_another(
+    make_inputs: Builder, default_policy: Policy
+) -> None:
+    """A pattern with imported history and a near pattern the gate learned from
+    outcomes: the pattern itself was seen, so it is not capped as "similar"."""
+    near = _signatures(make_inputs, {"pattern": "oom-kill/stateless-deploymenx"})
+    proposal, _ = make_inputs()
+    assert novelty_of(proposal, [near], default_policy, own=None, seen=5) is None
+    never_seen = novelty_of(proposal, [near], default_policy, own=None, seen=0)
+    assert never_seen is not None
+    assert never_seen.kind == "similar"
+
+
 def test_the_handler_caps_a_near_miss_and_calibrates_the_confidence(
     make_inputs: Builder, default_policy: Policy
 ) -> None:
