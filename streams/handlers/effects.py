@@ -7,7 +7,8 @@ handler that raises emits nothing (functional core, imperative shell: STYLE.md).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from streams.models import AuditKind
@@ -57,6 +58,9 @@ class Send:
     value: bytes
     key: bytes | None = None
     partition: int | None = None  # None: by key (the producer's murmur2 partitioner)
+    # ``value`` as the JSON object it was serialised from, when the handler built one:
+    # the shell signs it without parsing ``value`` again (the decision's hot path).
+    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,14 @@ def decide(proposal: Proposal, view: StateView, policy: Policy, origin: Origin) 
         data={"proposal": decision_json["proposal"]},
         fields=proposal_fields,
     )
-    sends = [Send(f"decisions.{decision.route}", orjson.dumps(decision_json), service.encode())]
+    sends = [
+        Send(
+            f"decisions.{decision.route}",
+            orjson.dumps(decision_json),
+            service.encode(),
+            body=decision_json,
+        )
+    ]
     audit_data: dict[str, Any] = {"decision": decision_json}
     if decision.level in (2, 3):
         # Only the pending entry travels (about 0.5 KB instead of the 5 KB decision).

@@ -9,6 +9,7 @@ import orjson
 
 from streams.audit.chain import chain_for
 from streams.handlers import Effects
+from streams.handlers.effects import Send
 from streams.kafka.sink import Sink
 from streams.keys import Signer
 from streams.metrics import Metrics
@@ -74,7 +75,7 @@ class Emitter:
         )
         produce = self.sink.produce
         for send in effects.sends:
-            value = self._sign(send.value) if send.topic in SIGNED_TOPICS else send.value
+            value = self._sign(send) if send.topic in SIGNED_TOPICS else send.value
             produce(self.topic(send.topic), value, key=send.key, partition=send.partition)
         for entry in effects.entries:
             self.approvals.store(partition, entry)
@@ -96,14 +97,15 @@ class Emitter:
             else:
                 counter.inc()
 
-    def _sign(self, value: bytes) -> bytes:
+    def _sign(self, send: Send) -> bytes:
         """The record with the gate's signature (Ed25519 over its canonical JSON, key id).
 
         Unsigned without a key: executors refuse unsigned records (fail toward humans).
         """
         if self.signer is None:
-            return value
-        return orjson.dumps(self.signer.sign(orjson.loads(value)))
+            return send.value
+        body = send.body if send.body is not None else orjson.loads(send.value)
+        return orjson.dumps(self.signer.sign(body))
 
     def send_state(self, update: StateUpdate) -> None:
         """Append a state update to the ``state`` log (and fold it now if it says so)."""
