@@ -9,10 +9,15 @@ on one core, in the same run:
   bytes (the decode every message pays before it can be decided),
 
 and prints both with their ratio, which is steadier across machines than either
-figure. The target is 50,000 evaluations per second (best of the repeats); the
-result line says PASS or BELOW TARGET but the exit code stays 0, because a shared
-machine is noisy. Exit code 2 means the set did not reach every level (a broken
-benchmark, not a slow one).
+figure. The two alternate, one pass of each per repeat, so a change in the machine's
+load falls on both. Each pass is timed by the wall clock and by the thread's CPU time
+(``time.thread_time``): on a shared machine the wall clock also counts the time other
+processes held the core, the CPU time does not.
+
+The target (issue 19) is 100,000 evaluations per second, judged on the median of the
+repeats by the wall clock; the result line says PASS or BELOW TARGET but the exit
+code stays 0, because a shared machine is noisy. Exit code 2 means the set did not
+reach every level (a broken benchmark, not a slow one).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from streams.policy import Policy, evaluate, parse_policy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-TARGET_PER_SECOND = 50_000
+TARGET_PER_SECOND = 100_000
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "escalation-policy.yaml"
 NOW = "2026-11-28T10:00:05Z"
 
@@ -48,7 +53,7 @@ PROFILES = {
     "assist": 20,  # Level 1: novelty, low confidence, FP rate, freeze, exhausted budget
     "manual": 5,  # Level 0: an untrusted AI system
 }
-ACTIONS = (
+ACTIONS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("rolling_restart", {}, "Deployment"),
     ("scale_up", {"replicas_delta": 2}, "Deployment"),
     ("certificate_rotation", {}, "Certificate"),
@@ -158,14 +163,13 @@ def build_set(count: int, seed: int = 1) -> list[tuple[Proposal, Context, bytes]
     return out
 
 
-def _rates(run: Callable[[], None], count: int, repeats: int) -> list[float]:
-    rates = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        run()
-        rates.append(count / (time.perf_counter() - start))
-    return rates
+def _timed(run: Callable[[], None], count: int) -> tuple[float, float]:
+    """One pass of ``run``: (per second by the wall clock, per second of CPU time)."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.thread_time()
+    run()
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    return count / wall, count / cpu if cpu > 0 else float("inf")
 
 
 def _summary(rates: list[float]) -> dict[str, float]:
@@ -175,6 +179,7 @@ def _summary(rates: list[float]) -> dict[str, float]:
 def measure(
     items: list[tuple[Proposal, Context, bytes]], policy: Policy, repeats: int
 ) -> dict[str, Any]:
+    """Both rates over ``repeats`` alternating passes, and their ratio per pass."""
     pairs = [(p, c) for p, c, _ in items]
     raws = [raw for _, _, raw in items]
     validate = Proposal.model_validate_json
@@ -187,11 +192,20 @@ def measure(
         for raw in raws:
             validate(raw)
 
-    evaluations()  # warm up caches before timing either
+    evaluations()  # warm up caches (and compile the policy) before timing either
     validations()
+    evals: list[tuple[float, float]] = []
+    valids: list[tuple[float, float]] = []
+    for _ in range(repeats):
+        evals.append(_timed(evaluations, len(pairs)))
+        valids.append(_timed(validations, len(raws)))
     return {
-        "evaluations_per_second": _summary(_rates(evaluations, len(pairs), repeats)),
-        "validations_per_second": _summary(_rates(validations, len(raws), repeats)),
+        "evaluations_per_second": _summary([wall for wall, _ in evals]),
+        "validations_per_second": _summary([wall for wall, _ in valids]),
+        "evaluations_per_cpu_second": _summary([cpu for _, cpu in evals]),
+        "validations_per_cpu_second": _summary([cpu for _, cpu in valids]),
+        # Per repeat, the two passes back to back: the ratio of neighbours.
+        "ratio_per_repeat": [e[0] / v[0] for e, v in zip(evals, valids, strict=True)],
     }
 
 
@@ -222,25 +236,42 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure(items, policy, args.repeats)
     evals = figures["evaluations_per_second"]
     valids = figures["validations_per_second"]
-    ratio = evals["best"] / valids["best"]
-    verdict = "PASS" if evals["best"] >= TARGET_PER_SECOND else "BELOW TARGET"
+    cpu = figures["evaluations_per_cpu_second"]
+    cpu_valids = figures["validations_per_cpu_second"]
+    ratio = statistics.median(figures["ratio_per_repeat"])
+    verdict = "PASS" if evals["median"] >= TARGET_PER_SECOND else "BELOW TARGET"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.json:
-        figures |= {"ratio": ratio, "verdict": verdict, "levels": dict(sorted(levels.items()))}
+        figures |= {
+            "ratio": ratio,
+            "target_per_second": TARGET_PER_SECOND,
+            "verdict": verdict,
+            "levels": dict(sorted(levels.items())),
+            "load_average_1m": load,
+        }
         print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"set: {len(items)} proposals, levels {dict(sorted(levels.items()))}; {pinned}")
-    print(f"policy: {args.policy.name} v{policy.version}; {args.repeats} repeats")
     print(
-        f"evaluate():                  {evals['best']:>10,.0f}/s best, "
-        f"{evals['median']:>10,.0f}/s median"
+        f"policy: {args.policy.name} v{policy.version}; {args.repeats} repeats, "
+        f"load average {load:.2f}"
     )
     print(
-        f"Proposal.model_validate_json: {valids['best']:>9,.0f}/s best, "
-        f"{valids['median']:>10,.0f}/s median"
+        f"evaluate():                    {evals['median']:>10,.0f}/s median, "
+        f"{evals['best']:>10,.0f}/s best"
     )
-    print(f"ratio evaluations/validations: {ratio:.2f} (best of each)")
     print(
-        f"{verdict}: {evals['best']:,.0f} evaluations/s against a target of {TARGET_PER_SECOND:,}/s"
+        f"Proposal.model_validate_json:  {valids['median']:>10,.0f}/s median, "
+        f"{valids['best']:>10,.0f}/s best"
+    )
+    print(
+        f"per CPU second: evaluate() {cpu['median']:,.0f}/s, "
+        f"model_validate_json {cpu_valids['median']:,.0f}/s (medians)"
+    )
+    print(f"ratio evaluations/validations: {ratio:.2f} (median of the repeats' ratios)")
+    print(
+        f"{verdict}: {evals['median']:,.0f} evaluations/s (median) against a target of "
+        f"{TARGET_PER_SECOND:,}/s"
     )
     return 0
 
