@@ -60,7 +60,7 @@ from streams.topology.assignment import Assignment
 from streams.topology.checkpoints import Checkpoints
 from streams.topology.config import app_id, faust_args
 from streams.topology.emitter import Emitter
-from streams.topology.lanes import ProposalReader, offsets_group
+from streams.topology.lanes import LaneReader, offsets_group
 from streams.topology.mirror import Mirror
 from streams.topology.sealer import Sealer
 from streams.topology.snapshot import Snapshots
@@ -198,7 +198,7 @@ class Gate:
         )
         # Proposals are read by librdkafka into lanes (streams/topology/lanes.py), on the
         # partitions Faust assigns this worker of every other input; or by a Faust agent.
-        self.reader = self._proposal_reader(settings, bootstrap)
+        self.reader = self._lane_reader(settings, bootstrap)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
         sources = (
@@ -216,7 +216,9 @@ class Gate:
             stall_seconds=settings.stall_seconds,
             fatal=self._fatal,
             busy=lambda: not self.mirror.ready.is_set(),
-            groups={self.reader.topic: offsets_group(self.app.conf.id)} if self.reader else None,
+            groups=dict.fromkeys(self.reader.handlers, offsets_group(self.app.conf.id))
+            if self.reader
+            else None,
         )
         self._overdue_logged = -1e9
         self._evicted_at = time.time()
@@ -233,7 +235,8 @@ class Gate:
         self._agent(self.t_outcomes, "outcomes", self.on_outcome)
         self._agent(self.t_budgets, "error-budgets", self.on_budget)
         self._agent(self.t_control, "control", self.on_control)
-        self._agent(self.t_answers, "lifecycle", self.on_lifecycle_or_answer)
+        if self.reader is None:
+            self._agent(self.t_answers, "lifecycle", self.on_lifecycle_or_answer)
         self.app.timer(settings.tick_seconds)(self._tick)
         self.app.timer(settings.state_snapshot_seconds)(self.snapshots.tick)
         self.app.timer(settings.audit_checkpoint_seconds)(self._checkpoint)
@@ -288,24 +291,32 @@ class Gate:
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kw: Any) -> None:
         await self.assignment.on_assigned(sender, *args, signal=signal, **kw)
         if self.reader is not None:
+            source = self.assignment.mirror_from
             try:
                 await self.reader.assign(
-                    tp.partition for tp in self.assignment.assigned if tp.topic == self.reader.topic
+                    tp.partition for tp in self.assignment.assigned if tp.topic == source
                 )
             except Exception as exc:  # reading nothing would decide nothing: restart
                 self._fatal(RuntimeError(f"cannot assign the proposals partitions: {exc}"))
 
-    def _proposal_reader(self, settings: Settings, bootstrap: str) -> ProposalReader | None:
-        """The lanes' reader, unless proposals are read by a Faust agent (``faust``)."""
+    def _lane_reader(self, settings: Settings, bootstrap: str) -> LaneReader | None:
+        """The lanes' reader of the proposals, lifecycle and approvals topics, unless a
+        Faust agent reads them (``ESCALATION_PROPOSALS_READER=faust``)."""
         if settings.proposals_reader != "lanes":
             return None
-        self.assignment.mirrored = self.t_proposals.get_topic_name()
-        return ProposalReader(
+        handlers = {
+            self.t_proposals.get_topic_name(): self.on_proposal,
+            **dict.fromkeys(self.t_answers.topics, self.on_lifecycle_or_answer),
+        }
+        self.assignment.mirrored = frozenset(handlers)
+        self.assignment.mirror_from = self.t_outcomes.get_topic_name()
+        self.assignment.pending_group = offsets_group(self.app.conf.id)
+        return LaneReader(
             config={"bootstrap.servers": bootstrap, **confluent_config(settings)},
-            topic=self.t_proposals.get_topic_name(),
+            handlers=handlers,
+            by_key=frozenset({self.t_proposals.get_topic_name()}),
             group=self.app.conf.id,
-            handle=self.on_proposal,
-            on_error=lambda event, exc: self.dead_letter(event, exc, "proposals"),
+            on_error=lambda event, exc: self.dead_letter(event, exc, self.sources[event.topic]),
             assignment=self.assignment,
             sink=self.sink,
             fatal=self._fatal,

@@ -65,9 +65,12 @@ class Assignment:
         self.flush = flush
         self.fatal = fatal
         self.assigned: set[Any] = set()
-        # A topic Faust does not read (the proposals, read in lanes): this worker owns
-        # its partitions with the numbers it was assigned of the lifecycle topic.
-        self.mirrored: str | None = None
+        # Topics Faust does not read (those read in lanes, streams/topology/lanes.py):
+        # this worker owns their partitions with the numbers Faust assigned it of
+        # ``mirror_from``; the lanes keep the lifecycle offsets in ``pending_group``.
+        self.mirrored: frozenset[str] = frozenset()
+        self.mirror_from = ""
+        self.pending_group = group
         self.ready = asyncio.Event()
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
@@ -94,12 +97,8 @@ class Assignment:
         del signal
         self.ready.clear()
         assigned: set[Any] = set(args[0]) if args else set()
-        if self.mirrored is not None:
-            assigned |= {
-                TP(self.mirrored, tp.partition)
-                for tp in assigned
-                if tp.topic == self.lifecycle_topic
-            }
+        numbers = {tp.partition for tp in assigned if tp.topic == self.mirror_from}
+        assigned |= {TP(topic, p) for topic in self.mirrored for p in numbers}
         self.assigned = set(assigned)
         chains = {
             chain_for(self.sources[tp.topic], tp.partition)
@@ -144,7 +143,7 @@ class Assignment:
             functools.partial(load_pending, client=self.client),
             self.bootstrap,
             self.lifecycle_topic,
-            self.group,
+            self.pending_group,
             owned,
         )
         heads = await self._reread("audit chain heads", self._read_heads, chains)

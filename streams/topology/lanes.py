@@ -57,7 +57,7 @@ from streams.kafka.sink import Sink
 from streams.topology.assignment import Assignment, Fatal
 from streams.topology.config import offsets_group
 
-__all__ = ["Arrival", "Lanes", "Position", "ProposalReader", "offsets_group"]
+__all__ = ["Arrival", "LaneReader", "Lanes", "Position", "offsets_group"]
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,17 @@ class Position:
 
 
 class Lanes:
-    """Records waiting to be decided, one FIFO lane per (partition, key), taken in turn."""
+    """Records waiting to be handled, one FIFO lane per (topic, partition, key), taken
+    in turn."""
 
     def __init__(self) -> None:
-        self.lanes: dict[tuple[int, bytes | None], deque[Arrival]] = {}
-        self.ring: deque[tuple[int, bytes | None]] = deque()
+        self.lanes: dict[tuple[str, int, bytes | None], deque[Arrival]] = {}
+        self.ring: deque[tuple[str, int, bytes | None]] = deque()
         self.waiting = 0
 
-    def add(self, arrival: Arrival) -> None:
-        key = (arrival.partition, arrival.key)
+    def add(self, arrival: Arrival, *, by_key: bool = True) -> None:
+        """Queue ``arrival`` in its lane: its key's (``by_key``), else its partition's."""
+        key = (arrival.topic, arrival.partition, arrival.key if by_key else None)
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = deque()
@@ -161,7 +163,7 @@ class _Command:
     done: Future[Any] = field(default_factory=Future)
 
 
-class ProposalReader:
+class LaneReader:
     """The proposals partitions of this worker's assignment, read ahead and decided in
     lanes (module docstring). ``run()`` is the decider, a task on the event loop."""
 
@@ -169,9 +171,9 @@ class ProposalReader:
         self,
         *,
         config: Mapping[str, Any],
-        topic: str,
+        handlers: Mapping[str, Callable[[Any], object]],
+        by_key: frozenset[str],
         group: str,
-        handle: Callable[[Any], object],
         on_error: Callable[[Any, Exception], None],
         assignment: Assignment,
         sink: Sink,
@@ -179,7 +181,11 @@ class ProposalReader:
         on_waiting: Callable[[int], None] | None = None,
         max_waiting: int = MAX_WAITING,
     ) -> None:
-        self.topic = topic
+        # Topic (full name) -> the handler of its records.
+        self.handlers = dict(handlers)
+        # Topics with a lane per record key (the proposals, by service); the others get
+        # one lane per partition (lifecycle entries and answers: one decision id each).
+        self.by_key = by_key
         self.group = group  # the worker's Faust group: where an upgrade starts from
         self.config = {
             **config,
@@ -191,7 +197,6 @@ class ProposalReader:
             # Read ahead in larger batches than the default 1 MB per partition.
             "fetch.max.bytes": 16 * 1024 * 1024,
         }
-        self.handle = handle
         self.on_error = on_error
         self.assignment = assignment
         self.sink = sink
@@ -199,8 +204,8 @@ class ProposalReader:
         self.on_waiting = on_waiting or (lambda _n: None)
         self.max_waiting = max_waiting
         self.lanes = Lanes()
-        self.positions: dict[int, Position] = {}
-        self._committed: dict[int, int] = {}
+        self.positions: dict[tuple[str, int], Position] = {}
+        self._committed: dict[tuple[str, int], int] = {}
         self._epoch = 0
         self._wake = asyncio.Event()
         self._room = threading.Event()
@@ -268,6 +273,7 @@ class ProposalReader:
         owns = self.assignment.owns
         take = self.lanes.take
         positions = self.positions
+        handlers = self.handlers
         n = 0
         while self.assignment.ready.is_set():
             arrival = take()
@@ -277,13 +283,15 @@ class ProposalReader:
             # owner reads it again.
             if owns(arrival.tp):
                 try:
-                    self.handle(arrival)
+                    handlers[arrival.topic](arrival)
                 except DeliveryError as exc:
                     self.fatal(exc)
                 except Exception as exc:
-                    log.exception("proposals: message at offset %d failed", arrival.offset)
+                    log.exception(
+                        "%s[%d]@%d failed", arrival.topic, arrival.partition, arrival.offset
+                    )
                     self.on_error(arrival, exc)
-                position = positions.get(arrival.partition)
+                position = positions.get(arrival.tp)
                 if position is not None:
                     position.decided(arrival.offset)
             n += 1
@@ -322,16 +330,17 @@ class ProposalReader:
             return  # read under an assignment that has since changed
         positions = self.positions
         add = self.lanes.add
+        by_key = self.by_key
         for message in messages:
             if message.error() is not None:
                 log.warning("proposals reader: %s", message.error())
                 continue
             arrival = Arrival(message)
-            position = positions.get(arrival.partition)
+            position = positions.get(arrival.tp)
             if position is None:
-                position = positions[arrival.partition] = Position()
+                position = positions[arrival.tp] = Position()
             position.read(arrival.offset)
-            add(arrival)
+            add(arrival, by_key=arrival.topic in by_key)
         self.on_waiting(self.lanes.waiting)
         self._wake.set()
 
@@ -349,7 +358,7 @@ class ProposalReader:
         epoch = 0
         loop = self._loop
         if loop is None:
-            raise RuntimeError("ProposalReader.start() runs on the event loop first")
+            raise RuntimeError("LaneReader.start() runs on the event loop first")
         try:
             while not self._closing.is_set():
                 while True:
@@ -363,7 +372,13 @@ class ProposalReader:
                     self._room.clear()
                     self._room.wait(0.05)
                     continue
-                messages = consumer.consume(num_messages=2000, timeout=0.05)
+                # consume() waits for its whole batch or the timeout: at 200/s a
+                # record would wait up to the timeout. poll() returns with the first
+                # record; consume(timeout=0) then takes what is already fetched.
+                first = consumer.poll(0.05)
+                if first is None:
+                    continue
+                messages = [first, *consumer.consume(num_messages=2000, timeout=0)]
                 if messages:
                     loop.call_soon_threadsafe(self._arrive, epoch, messages)
         except Exception as exc:  # the consumer itself failed: nothing more is decided
@@ -382,7 +397,7 @@ class ProposalReader:
                 consumer.unassign()
             else:
                 result = consumer.commit(
-                    offsets=[TopicPartition(self.topic, p, o) for p, o in command.args.items()],
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in command.args.items()],
                     asynchronous=False,
                 )
         except Exception as exc:
@@ -393,20 +408,18 @@ class ProposalReader:
     def _starts(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
         """Each partition at the reader's committed position, else the Faust group's
         (an upgrade from the Faust agent), else the beginning (``auto.offset.reset``)."""
-        tps = [TopicPartition(self.topic, p) for p in partitions]
+        tps = [TopicPartition(t, p) for t in sorted(self.handlers) for p in partitions]
         if not tps:
             return []
-        own = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}
-        missing = [TopicPartition(self.topic, p) for p, o in own.items() if o < 0]
+        own = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=30)}
+        missing = [TopicPartition(t, p) for (t, p), o in own.items() if o < 0]
         if missing:
             legacy = Consumer({**self.config, "group.id": self.group})
             try:
                 for tp in legacy.committed(missing, timeout=30):
                     if tp.offset >= 0:
-                        own[tp.partition] = tp.offset
+                        own[(tp.topic, tp.partition)] = tp.offset
             finally:
                 legacy.close()
-        log.info("proposals partitions from offsets %s", dict(sorted(own.items())))
-        return [
-            TopicPartition(self.topic, p, o if o >= 0 else OFFSET_INVALID) for p, o in own.items()
-        ]
+        log.info("lanes read from offsets %s", dict(sorted(own.items())))
+        return [TopicPartition(t, p, o if o >= 0 else OFFSET_INVALID) for (t, p), o in own.items()]

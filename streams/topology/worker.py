@@ -50,16 +50,17 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     check_gate_clock(settings, bootstrap)
     metrics = Metrics()
     gate = build_gate(settings, bootstrap, metrics)
-    proposals, lifecycle = settings.topic("proposals"), settings.topic("lifecycle")
-    counts = partition_counts(bootstrap, [proposals, lifecycle], settings=settings)
+    proposals = settings.topic("proposals")
+    inputs = [settings.topic(t) for t in ("outcomes", "proposals", "lifecycle", "approvals")]
+    counts = partition_counts(bootstrap, inputs, settings=settings)
     gate.proposal_partitions = counts.get(proposals, settings.partitions)
-    if gate.reader is not None and counts.get(lifecycle) != gate.proposal_partitions:
-        # The lanes read the proposals partitions numbered as this worker's lifecycle
-        # partitions: with fewer lifecycle partitions, some proposals would go unread.
+    if gate.reader is not None and len({counts.get(t) for t in inputs}) > 1:
+        # The lanes read the partitions numbered as this worker's outcomes partitions
+        # (Faust's assignment): a topic with more partitions would go partly unread.
         raise EscalationError(
-            f"{proposals} has {gate.proposal_partitions} partitions and {lifecycle} "
-            f"{counts.get(lifecycle)}: every input topic needs the same count "
-            "(kafka-topics --alter both to the same number)"
+            "the input topics need the same partition count (the lanes read each "
+            "worker's partition numbers of every one): "
+            + ", ".join(f"{t} has {counts.get(t)}" for t in inputs)
         )
     port = metrics.serve(settings.metrics_port, addr=settings.metrics_addr)
     log.warning("metrics on http://%s:%d/metrics", settings.metrics_addr, port)

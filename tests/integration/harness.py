@@ -424,17 +424,20 @@ def wait_processed(
     from streams.topology.lanes import offsets_group  # noqa: PLC0415
 
     group = f"{settings.topic_prefix}{settings.app_id}"
-    # Proposals read in lanes keep their offsets in a group of their own (lanes.py).
-    lanes = settings.proposals_reader == "lanes"
-    proposals = settings.topic("proposals")
+    # Topics read in lanes keep their offsets in a group of their own (lanes.py).
+    laned = (
+        {settings.topic(t) for t in ("proposals", "lifecycle", "approvals")}
+        if settings.proposals_reader == "lanes"
+        else set()
+    )
     config = {"bootstrap.servers": settings.bootstrap_servers, "enable.auto.commit": False}
     consumer = Consumer({**config, "group.id": group})
     reader = Consumer({**config, "group.id": offsets_group(group)})
     try:
 
         def committed() -> bool:
-            tps = [TopicPartition(t, p) for t, p in wanted if not (lanes and t == proposals)]
-            read = [TopicPartition(t, p) for t, p in wanted if lanes and t == proposals]
+            tps = [TopicPartition(t, p) for t, p in wanted if t not in laned]
+            read = [TopicPartition(t, p) for t, p in wanted if t in laned]
             done = consumer.committed(tps, timeout=10) if tps else []
             done += reader.committed(read, timeout=10) if read else []
             return all(tp.offset > wanted[(tp.topic, tp.partition)] for tp in done)

@@ -238,7 +238,7 @@ def test_a_worker_refuses_proposals_with_more_partitions_than_its_other_inputs(
     worker = start_worker("grown", ready=False, on=grown)
     assert worker.process is not None
     assert worker.process.wait(timeout=120) == 1
-    says = f"{grown.topic('proposals')} has 6 partitions and {grown.topic('lifecycle')} 4"
+    says = f"{grown.topic('outcomes')} has 4, {grown.topic('proposals')} has 6"
     assert says in worker.log_tail(), worker.log_tail()
 
 
