@@ -524,3 +524,301 @@ def warm_broker(
     finally:
         consumer.close()
     return moved
+
+
+def keyed_producer(bootstrap: str, *, linger_ms: int) -> Producer:
+    """:func:`producer` with Kafka's Java partitioner (murmur2), as the gate expects.
+
+    librdkafka hashes keys with CRC32 by default: a proposal keyed by service lands on
+    another partition than the service's, and the gate re-produces it to the right
+    one (``streams/handlers/placement.py``): it reads such a proposal twice and audits
+    the move. AI producers are expected to use murmur2; so does the bench.
+    """
+    return Producer(  # the settings of producer(), plus the partitioner
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_000_000,
+            "partitioner": "murmur2_random",
+            "logger": CLIENT_LOG,
+            "log.connection.close": False,
+        }
+    )
+
+
+# --------------------------------------------------------------- figures by level
+
+LEVEL_KEYS = ("L0", "L1", "L2", "L3", "L4")
+
+
+def level_mix(ids: Iterable[str], collector: Collector) -> dict[str, int]:
+    """Decisions by level (``"0"`` .. ``"4"``) among ``ids`` (those decided so far)."""
+    with collector._lock:  # noqa: SLF001 - same module
+        levels = Counter(collector.levels[pid][0] for pid in ids if pid in collector.levels)
+    return {str(k): levels[k] for k in range(5)}
+
+
+def deciding_rules(ids: Iterable[str], collector: Collector) -> dict[str, int]:
+    """Decisions by deciding rule among ``ids``, most frequent first."""
+    with collector._lock:  # noqa: SLF001 - same module
+        rules = Counter(collector.levels[pid][1] for pid in ids if pid in collector.levels)
+    return dict(rules.most_common())
+
+
+def latency_by_level(sent: dict[str, float], collector: Collector) -> dict[str, dict[str, Any]]:
+    """:func:`latency_summary` for every level (``L0`` .. ``L4``) and for ``all``.
+
+    A proposal's level is its decision's (read by the collector); an output without
+    a level (a forwarder's) counts in ``all`` only.
+    """
+    with collector._lock:  # noqa: SLF001 - same module
+        by_level: dict[str, dict[str, float]] = {key: {} for key in LEVEL_KEYS}
+        for pid, at in sent.items():
+            decided = collector.levels.get(pid)
+            if decided is not None:
+                by_level[f"L{decided[0]}"][pid] = at
+    out = {"all": latency_summary(sent, collector)}
+    for key, subset in by_level.items():
+        out[key] = latency_summary(subset, collector)
+    return out
+
+
+# ------------------------------------------------------------------ a large fleet
+
+
+@dataclass(frozen=True)
+class FleetSeed:
+    """What :meth:`Fleet.seed` produced: the messages and the state updates they make."""
+
+    messages: int
+    # escalation_state_updates_applied_total{table} a worker reaches once it folded them
+    applied: dict[str, int]
+
+
+class Fleet:
+    """Proposals spread over a large fleet, keyed by service, reaching every level.
+
+    The ten sample scenarios (``streams.samples.SCENARIOS``) in turn, as today's
+    workload, but each proposal names one of ``services`` services (``svc-00000``
+    ...) and one of ``patterns`` variants of its scenario's failure pattern
+    (``oom-kill/stateless-deployment#007``). Every variant gets its scenario's
+    history and re-qualification, every service a healthy error budget, so each
+    scenario reaches the level it reaches in the sample fleet.
+
+    The velocity guard allows ``max_per_service`` autonomous executions per service
+    and window (the policy's 3 per 10 minutes). The scenarios that reach Level 3 or 4
+    take the fleet's services in turn (their own cursor), so a service sees its
+    second autonomous proposal only after every other service saw its first: with
+    20,000 services a run of under 60,000 autonomous proposals never trips the
+    per-service limit, and what the guard holds is what the fleet limit holds. The
+    other scenarios take services in turn on a second cursor. One ``Fleet`` keeps its
+    cursors over every phase of one deployment (its velocity state lasts the run).
+    """
+
+    def __init__(self, services: int = 20_000, patterns: int = 100) -> None:
+        from streams import samples  # noqa: PLC0415
+
+        self.services = max(1, services)
+        self.patterns = max(1, patterns)
+        self._samples = samples
+        self._lock = threading.Lock()
+        self._number = 0
+        self._autonomous = 0
+        self._other = 0
+        self.scenarios = samples.SCENARIOS
+
+    @staticmethod
+    def service(index: int) -> str:
+        return f"svc-{index:05d}"
+
+    def _variant(self, scenario: Any, variant: int, service: str) -> Any:
+        import dataclasses  # noqa: PLC0415
+
+        changes: dict[str, Any] = {"pattern": f"{scenario.pattern}#{variant:03d}"}
+        changes["service"] = service
+        if scenario.name == "payments":
+            # Regulated by its namespace (HIPAA in the shipped policy), not by one of
+            # the three regulated service names: spread like every other scenario.
+            changes["namespace"] = "ehr"
+        return dataclasses.replace(scenario, **changes)
+
+    def _next(self, tag: str, start: Any, scenarios: tuple[Any, ...]) -> Item:
+        with self._lock:
+            number = self._number
+            self._number += 1
+            scenario = scenarios[number % len(scenarios)]
+            if scenario.expected_level >= 3:
+                index = self._autonomous
+                self._autonomous += 1
+            else:
+                index = self._other
+                self._other += 1
+        variant = (number // len(scenarios)) % self.patterns
+        fleet = self._variant(scenario, variant, self.service(index % self.services))
+        p = self._samples.proposal(fleet, number, at=start, tag=tag)
+        from streams.models import encode  # noqa: PLC0415
+
+        return p.proposal_id, p.action.target.service.encode(), encode(p)
+
+    def proposals(self, tag: str, count: int, *, max_level: int = 4) -> list[Item]:
+        """``count`` proposals, every scenario in turn (those up to ``max_level`` only)."""
+        import datetime as dt  # noqa: PLC0415
+
+        scenarios = tuple(s for s in self.scenarios if s.expected_level <= max_level)
+        start = dt.datetime.now(tz=dt.UTC)
+        return [self._next(tag, start, scenarios) for _ in range(count)]
+
+    def stream(self, tag: str) -> Any:
+        """Endless proposals, every scenario in turn (a steady stream of unknown length)."""
+        import datetime as dt  # noqa: PLC0415
+
+        start = dt.datetime.now(tz=dt.UTC)
+        while True:
+            yield self._next(tag, start, self.scenarios)
+
+    def history_records(self, now: Any) -> list[Any]:
+        """Every variant's seeded history (the sample scenarios', all true positives)."""
+        import datetime as dt  # noqa: PLC0415
+
+        from streams.models import HistoryRecord  # noqa: PLC0415
+
+        records = []
+        for variant in range(self.patterns):
+            done: set[tuple[str, str]] = set()
+            for scenario in self.scenarios:
+                key = (scenario.pattern, scenario.action)
+                if key in done or scenario.ai_system != "holmesgpt" or not scenario.history:
+                    continue
+                done.add(key)
+                pattern = f"{scenario.pattern}#{variant:03d}"
+                records += [
+                    HistoryRecord(
+                        pattern=pattern,
+                        action_type=scenario.action,
+                        outcome="success",
+                        ai_system="holmesgpt",
+                        verdict="true_positive",
+                        service=self.service(variant % self.services),
+                        at=now + dt.timedelta(seconds=-86_400 + i),
+                    )
+                    for i in range(scenario.history)
+                ]
+        return records
+
+    def requalified(self) -> list[tuple[str, str]]:
+        """(pattern, action type) of every re-qualified automation of the fleet."""
+        pairs = dict.fromkeys(
+            (f"{s.pattern}#{variant:03d}", s.action)
+            for variant in range(self.patterns)
+            for s in self.scenarios
+            if s.requalify
+        )
+        return list(pairs)
+
+    def seed(self, topic: Any, bootstrap: str, now: Any, ids: Any) -> FleetSeed:
+        """History (``import_history`` batches, as ``escalation history import`` sends
+        them), a budget of 0.9 for every service and the re-qualifications, signed as
+        the keyring requires; ``topic(name)`` names a topic of the deployment."""
+        from streams.models import ControlCommand, ErrorBudgetUpdate, encode  # noqa: PLC0415
+        from streams.signing import history_commands, sign, sign_command  # noqa: PLC0415
+        from streams.state.records import import_updates  # noqa: PLC0415
+
+        prod = keyed_producer(bootstrap, linger_ms=5)
+        alice = ids.person("alice")
+        applied = {"history": 0, "budgets": 0, "requalification": 0}
+        messages = 0
+
+        def send(name: str, key: bytes, value: bytes) -> None:
+            nonlocal messages
+            while True:
+                try:
+                    prod.produce(topic(name), key=key, value=value)
+                    break
+                except BufferError:
+                    prod.poll(0.05)
+            messages += 1
+
+        for command in history_commands(self.history_records(now), user="alice"):
+            # One history update per (pattern, action) of a batch (records.import_updates).
+            applied["history"] += sum(
+                1 for u in import_updates(command.records) if u.table == "history"
+            )
+            send("control", b"control", encode(sign_command(command, alice)))
+        slo = ids.slo()
+        for index in range(self.services):
+            budget = ErrorBudgetUpdate(
+                schema_version=1,
+                service=self.service(index),
+                remaining=0.9,
+                at=now,
+                source=slo.name,
+            )
+            send("error-budgets", budget.service.encode(), encode(sign(budget, slo)))
+            applied["budgets"] += 1
+        for pattern, action in self.requalified():
+            command = ControlCommand(
+                schema_version=1,
+                command="requalify",
+                user="alice",
+                pattern=pattern,
+                action_type=action,
+                reason="quarterly re-qualification review",
+                at=now,
+            )
+            send("control", b"control", encode(sign_command(command, alice)))
+            applied["requalification"] += 1
+        remaining = prod.flush(60)
+        if remaining:
+            raise RuntimeError(f"fleet seed: {remaining} messages not delivered within 60s")
+        return FleetSeed(messages, applied)
+
+
+def group_members(bootstrap: str, group: str) -> list[tuple[str, dict[str, list[int]]]]:
+    """``(client id, {topic: partitions})`` of every member of a consumer group."""
+    admin = admin_client(bootstrap)
+    futures = admin.describe_consumer_groups([group], request_timeout=10)
+    description = futures[group].result(timeout=15)
+    out = []
+    for member in description.members:
+        held: dict[str, list[int]] = {}
+        for tp in member.assignment.topic_partitions if member.assignment else []:
+            held.setdefault(tp.topic, []).append(tp.partition)
+        out.append((member.client_id, {t: sorted(ps) for t, ps in held.items()}))
+    return out
+
+
+class LagProbes:
+    """The sum of several :class:`LagProbe` (a gate keeps offsets in more than one group:
+    its Faust group, and the proposals reader's own, ``streams/topology/lanes.py``)."""
+
+    def __init__(self, probes: list[LagProbe]) -> None:
+        self.probes = probes
+
+    def lag(self) -> int | None:
+        total = 0
+        for probe in self.probes:
+            lag = probe.lag()
+            if lag is None:
+                return None
+            total += lag
+        return total
+
+    def wait_zero(self, *, timeout: float, deadline: Deadline) -> float | None:
+        """Wait until every probe's lag is 0; the ``perf_counter`` instant, or None."""
+        seen: list[float] = []
+
+        def zero() -> bool:
+            if self.lag() == 0:
+                seen.append(time.perf_counter())
+                return True
+            return False
+
+        wait_until(zero, timeout=timeout, deadline=deadline, interval=0.2)
+        return seen[0] if seen else None
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
