@@ -102,8 +102,8 @@ TARGET_RECOVERY_S = 2.0
 
 class GroupLag:
     """The lag of every consumer group the gate commits its inputs in: the Faust group
-    (``lifecycle``; ``proposals`` too with ``ESCALATION_PROPOSALS_READER=faust`` or a gate
-    without lanes) and the proposals reader's own group (``streams/topology/lanes.py``)."""
+    (``proposals`` and ``lifecycle`` with ``ESCALATION_PROPOSALS_READER=faust``) or the
+    lanes' own group (``streams/topology/lanes.py``)."""
 
     def __init__(self, bootstrap: str, groups: dict[str, list[str]]) -> None:
         self.groups = groups
@@ -132,7 +132,9 @@ def input_groups(settings: Settings, reader: str) -> dict[str, list[str]]:
         return {app_group: [proposals, lifecycle]}
     if reader != "lanes":
         return {app_group: [proposals, lifecycle]}
-    return {app_group: [lifecycle], offsets_group(app_group): [proposals]}
+    # Since 5217f44 the lanes read lifecycle (and approvals) too; before it, lifecycle
+    # stayed in the Faust group.
+    return {offsets_group(app_group): [proposals, lifecycle]}
 
 
 class Interrupted(BaseException):

@@ -50,7 +50,7 @@ def context_for(
         verdicts=view.get("verdicts", proposal.source.ai_system),
         requalification=view.get("requalification", hkey),
         velocity_service=view.get("velocity", service),
-        velocity_fleet=view.values("velocity"),
+        velocity_fleet=_fleet(view),
         freeze={"*": view.get("freeze", "*"), service: view.get("freeze", service)},
         velocity_window_seconds=policy.velocity.window_seconds,
         offset=origin.offset,
@@ -61,6 +61,13 @@ def context_for(
     if novelty is None and calibrated is None:
         return context
     return context.model_copy(update={"novelty": novelty, "calibrated_confidence": calibrated})
+
+
+def _fleet(view: StateView) -> Any:
+    """The mirror's fleet-wide velocity index (streams/state/fleet.py) where it has
+    one, else every ``velocity`` value (the same count, by a scan)."""
+    fleet = getattr(view, "fleet", None)
+    return fleet if fleet is not None else view.values("velocity")
 
 
 _NOT_CONDITIONS = {"conditions"}

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams.models.context import Context, History, RecentAutonomous
+from streams.state.fleet import FleetWindow
 
 FP_WINDOW_SECONDS = 7 * 86_400
 _BUCKET_SECONDS = 3_600  # FP verdicts are kept in hourly buckets: at most 168 per AI system
@@ -351,7 +352,7 @@ def build_context(
     verdicts: State | None,
     requalification: State | None,
     velocity_service: State | None,
-    velocity_fleet: Iterable[State | None],
+    velocity_fleet: Iterable[State | None] | FleetWindow,
     offset: int | None = None,
     freeze: Mapping[str, State | None],
     velocity_window_seconds: int,
@@ -380,12 +381,22 @@ def build_context(
         exclude=decision_id,
         before_offset=offset,
     )
-    fleet_count = service_count + recent_autonomous(
-        (v for v in velocity_fleet if v is not velocity_service),
-        now=now,
-        window_seconds=velocity_window_seconds,
-        exclude=decision_id,
-    )
+    if isinstance(velocity_fleet, FleetWindow):
+        # Every service's entries in the window, less this service's own (counted
+        # above, with the redelivery rule): two binary searches, not a scan.
+        end = _epoch(now)
+        own = recent_autonomous(
+            [velocity_service], now=now, window_seconds=velocity_window_seconds, exclude=""
+        )
+        others = velocity_fleet.count(end - velocity_window_seconds, end) - own
+    else:
+        others = recent_autonomous(
+            (v for v in velocity_fleet if v is not velocity_service),
+            now=now,
+            window_seconds=velocity_window_seconds,
+            exclude=decision_id,
+        )
+    fleet_count = service_count + others
     return Context.model_construct(
         schema_version=1,
         now=now,

@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from streams.state import TABLES, apply_update
+from streams.state.fleet import FleetWindow
 from streams.state.reducers import STATE_SCHEMA_VERSION, prune
 from streams.topology.snapshot import read_record
 
@@ -68,6 +69,9 @@ class Mirror:
         # aiokafka security options (streams.kafka.security.aiokafka_config).
         self.client = dict(client or {})
         self.data: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
+        # The fleet-wide velocity count's index (streams/state/fleet.py), kept in step
+        # with every change of the velocity table below.
+        self.fleet = FleetWindow()
         self.ready = asyncio.Event()
         self.listeners: list[Listener] = []
         self.on_applied: Callable[[str], None] | None = None
@@ -121,6 +125,8 @@ class Mirror:
                 new = prune(table, value, now)
                 if new is value:
                     continue
+                if table == "velocity":
+                    self.fleet.replace(value, new)
                 if new is None:
                     del values[key]
                 else:
@@ -150,10 +156,13 @@ class Mirror:
         table, key = update.get("table"), update.get("key")
         if table not in self.data or not isinstance(key, str):
             return False
-        new = apply_update(self.data[table].get(key), update)
+        old = self.data[table].get(key)
+        new = apply_update(old, update)
         if new is None:
             return False
         self.data[table][key] = new
+        if table == "velocity":
+            self.fleet.replace(old, new)
         if self.on_applied is not None:
             self.on_applied(table)
         for listener in self.listeners:
@@ -233,10 +242,15 @@ class Mirror:
         if folded.kind == "marker":
             self.folded_through[partition] = folded.through
         elif folded.kind == "value" and folded.table in self.data:
+            old = self.data[folded.table].get(folded.key)
             self.data[folded.table][folded.key] = folded.value
+            if folded.table == "velocity":
+                self.fleet.replace(old, folded.value)
             self._skip[(folded.table, folded.key)] = folded.through
         elif folded.kind == "tombstone" and folded.table in self.data:
-            self.data[folded.table].pop(folded.key, None)
+            old = self.data[folded.table].pop(folded.key, None)
+            if folded.table == "velocity":
+                self.fleet.replace(old, None)
             self._skip.pop((folded.table, folded.key), None)
         elif folded.kind == "newer":
             self.skipped_newer += 1
