@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import socket
 from typing import Any
@@ -70,6 +71,11 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     @gate.app.task  # type: ignore[untyped-decorator] # faust is untyped
     async def announce_policy() -> None:  # the policy in force is itself audited
         await gate.mirror.ready.wait()
+        # The state just loaded lives as long as the worker: out of the collector's way,
+        # so that full collections (hundreds of ms over a large state, measured in the
+        # console: bench/console.py --freeze-gc) do not stall the decisions.
+        gc.collect()
+        gc.freeze()
         metrics.ready.set(1)
         stored = gate.mirror.get("policy", "current")
         if stored:
