@@ -1,11 +1,14 @@
 """Re-read the pending approvals of newly assigned partitions from the ``lifecycle`` log.
 
 The lifecycle topic is the log of every pending entry (see ``streams.state.lifecycle``).
-A worker assigned lifecycle partition N folds that partition from its first record up
-to the consumer group's committed offset; the lifecycle agent then goes on from that
-offset as usual, so every record is folded once by the worker that owns it, and a
-record past the commit (processed by a worker that died before committing) is
-processed again, with its side effects, by the new owner.
+A worker assigned lifecycle partition N folds that partition from its first record to
+its end before it handles anything (``Assignment.ready``); the lanes (or the lifecycle
+agent) then go on from the group's committed offset, and fold again what lies between
+it and that end: a no-op, as folding an entry already held (``lifecycle.fold``) has no
+effect. Reading only to the committed offset left the records after it (say the
+update a timeout's page wrote, by a worker SIGKILLed before its next commit) to the
+reader, and the approval timer could fire first and page again as the first
+escalation.
 
 This replaced a changelogged Faust table: one record and one RocksDB write fewer per
 Level 2 or 3 decision (bench/README.md), for a read of the partition on assignment.
@@ -52,7 +55,8 @@ def load_pending(
     timeout: float = 60.0,
     client: Mapping[str, Any] | None = None,
 ) -> dict[int, dict[str, Entry]]:
-    """Pending entries by partition, folded up to ``group``'s committed offsets.
+    """Pending entries by partition, folded to each partition's end (``group`` is only
+    the id of the reading consumer, which never joins it or commits).
 
     Raises ``TimeoutError`` when the partitions cannot be read within ``timeout``: the
     caller must not run with pending approvals it does not know about.
@@ -63,20 +67,15 @@ def load_pending(
     consumer = _group_reader(bootstrap, group, **{"enable.partition.eof": True, **(client or {})})
     deadline = time.monotonic() + timeout
     try:
-        committed = consumer.committed(
-            [TopicPartition(topic, p) for p in sorted(partitions)], timeout=timeout
-        )
         ends: dict[int, int] = {}
         start: list[TopicPartition] = []
-        for tp in committed:
-            if tp.offset <= 0:  # nothing committed: the agent reads it all
-                continue
-            low, _high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=timeout
+        for number in sorted(partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, number), timeout=timeout
             )
-            if tp.offset > low:
-                ends[tp.partition] = tp.offset
-                start.append(TopicPartition(topic, tp.partition, low))
+            if high > low:
+                ends[number] = high
+                start.append(TopicPartition(topic, number, low))
         if not start:
             return pending
         consumer.assign(start)
