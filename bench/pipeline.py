@@ -934,7 +934,7 @@ def code_version() -> str:
 
 def gate_lag(bootstrap: str, settings: Settings, *, reader: str) -> c.LagProbe | c.LagProbes:
     """What the gate still owes: the proposals and the ``lifecycle`` messages its
-    groups have not committed. Proposals read in lanes (``streams/topology/lanes.py``,
+    groups have not committed. Topics read in lanes (``streams/topology/lanes.py``,
     ``ESCALATION_PROPOSALS_READER=lanes``) keep their offsets in a group of their own."""
     group = f"{settings.topic_prefix}{settings.app_id}"
     proposals, lifecycle = settings.topic("proposals"), settings.topic("lifecycle")
@@ -942,12 +942,8 @@ def gate_lag(bootstrap: str, settings: Settings, *, reader: str) -> c.LagProbe |
         return c.LagProbe(bootstrap, group, [proposals, lifecycle])
     from streams.topology.config import offsets_group  # noqa: PLC0415
 
-    return c.LagProbes(
-        [
-            c.LagProbe(bootstrap, group, [lifecycle]),
-            c.LagProbe(bootstrap, offsets_group(group), [proposals]),
-        ]
-    )
+    # Since 5217f44 the lanes read lifecycle (and approvals) too.
+    return c.LagProbe(bootstrap, offsets_group(group), [proposals, lifecycle])
 
 
 def sample_applied(now: dt.datetime) -> dict[str, int]:
