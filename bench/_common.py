@@ -790,35 +790,75 @@ def group_members(bootstrap: str, group: str) -> list[tuple[str, dict[str, list[
     return out
 
 
-class LagProbes:
-    """The sum of several :class:`LagProbe` (a gate keeps offsets in more than one group:
-    its Faust group, and the proposals reader's own, ``streams/topology/lanes.py``)."""
+# ---------------------------------------------------------------------- a bench's run
 
-    def __init__(self, probes: list[LagProbe]) -> None:
-        self.probes = probes
 
-    def lag(self) -> int | None:
-        total = 0
-        for probe in self.probes:
-            lag = probe.lag()
-            if lag is None:
-                return None
-            total += lag
-        return total
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT (a BaseException: the phases' ``except Exception`` let it pass)."""
 
-    def wait_zero(self, *, timeout: float, deadline: Deadline) -> float | None:
-        """Wait until every probe's lag is 0; the ``perf_counter`` instant, or None."""
-        seen: list[float] = []
 
-        def zero() -> bool:
-            if self.lag() == 0:
-                seen.append(time.perf_counter())
-                return True
-            return False
+def bound_run(deadline: float) -> None:
+    """SIGTERM and SIGINT raise :class:`Interrupted`; past ``deadline`` seconds (and a
+    margin) SIGALRM raises :class:`DeadlineExceededError`."""
 
-        wait_until(zero, timeout=timeout, deadline=deadline, interval=0.2)
-        return seen[0] if seen else None
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name)
 
-    def close(self) -> None:
-        for probe in self.probes:
-            probe.close()
+    def overdue(_signum: int, _frame: Any) -> None:
+        raise DeadlineExceededError(f"overall deadline of {deadline:g}s passed")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGALRM, overdue)
+    signal.alarm(max(1, int(deadline + 5)))
+
+
+def end_run() -> None:
+    """No alarm any more, and a second Ctrl-C must not cut the clean-up short."""
+    signal.alarm(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def broker(stack: contextlib.ExitStack, work: Path) -> tuple[str, int | None]:
+    """``KAFKA_BOOTSTRAP_SERVERS``, or a local Apache Kafka in ``work`` that ``stack``
+    stops: its bootstrap address and its pid (None for a broker given)."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    if bootstrap:
+        return bootstrap, None
+    from streams.kafka.launcher import LocalKafka  # noqa: PLC0415
+    from streams.settings import Settings  # noqa: PLC0415
+
+    print("starting a local Apache Kafka (KRaft) ...", flush=True)
+    kafka = LocalKafka(work / "kafka", cache_dir=Settings().kafka_cache_dir)
+    stack.enter_context(kafka)
+    return kafka.bootstrap_servers, kafka.pid
+
+
+def loadavg() -> str:
+    """The load average over 1, 5 and 15 minutes, as ``/proc/loadavg`` gives it."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def worker_env(
+    bootstrap: str, *, prefix: str, data_dir: Path, store: str, partitions: int,
+    policy_file: Path, **extra: str,
+) -> dict[str, str]:  # fmt: skip
+    """The environment of a bench's ``escalation worker``: its topics, state directory,
+    a metrics port it picks and writes to ``data_dir/metrics.port``; ``extra`` last."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ESCALATION_TOPIC_PREFIX": prefix,
+        "ESCALATION_DATA_DIR": str(data_dir),
+        "ESCALATION_METRICS_PORT": "0",
+        "ESCALATION_METRICS_ADDR": "127.0.0.1",
+        "ESCALATION_METRICS_PORT_FILE": str(data_dir / "metrics.port"),
+        "ESCALATION_STORE": store,
+        "ESCALATION_PARTITIONS": str(partitions),
+        "ESCALATION_POLICY_FILE": str(policy_file),
+        **extra,
+    }

@@ -87,10 +87,6 @@ FLEET_POLICY_CHANGES = frozenset({("policy", "version"), ("velocity", "max_fleet
 SYSTEMS = ("gate", "faust", "confluent", "scale")
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT (a BaseException: the phases' ``except Exception`` let it pass)."""
-
-
 # ---------------------------------------------------------------------- workload
 
 
@@ -151,7 +147,7 @@ class System:
         self.metrics_port: int | None = None
         self.metrics_ports: list[int] = []
         # Consumer-group lag on every topic the system consumes: work still owed.
-        self.lag: c.LagProbe | c.LagProbes | None = None
+        self.lag: c.LagProbe | None = None
 
     @property
     def decides(self) -> bool:
@@ -515,17 +511,13 @@ class Bench:
             for index in range(workers):
                 data_dir = root / f"w{index}"
                 port_file = data_dir / "metrics.port"
-                env = {
-                    **os.environ,
-                    "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-                    "ESCALATION_TOPIC_PREFIX": prefix,
-                    "ESCALATION_DATA_DIR": str(data_dir),
-                    "ESCALATION_METRICS_PORT": "0",
-                    "ESCALATION_METRICS_ADDR": "127.0.0.1",
-                    "ESCALATION_METRICS_PORT_FILE": str(port_file),
-                    "ESCALATION_STORE": args.store,
-                    "ESCALATION_PARTITIONS": str(partitions),
-                    "ESCALATION_POLICY_FILE": str(settings.policy_file),
+                env = c.worker_env(
+                    self.bootstrap,
+                    prefix=prefix,
+                    data_dir=data_dir,
+                    store=args.store,
+                    partitions=partitions,
+                    policy_file=settings.policy_file,
                     **(
                         {"ESCALATION_INSTANCE_ID": f"bench-{self.run_id}-{name}-{index}"}
                         if static
@@ -533,7 +525,7 @@ class Bench:
                     ),
                     **ids.env(),
                     **args.extra_env,
-                }
+                )
                 log = data_dir / "worker.log"
                 processes.append(
                     c.spawn(
@@ -932,7 +924,7 @@ def code_version() -> str:
     return f"{commit}{' + uncommitted changes in streams/' if dirty else ''}"
 
 
-def gate_lag(bootstrap: str, settings: Settings, *, reader: str) -> c.LagProbe | c.LagProbes:
+def gate_lag(bootstrap: str, settings: Settings, *, reader: str) -> c.LagProbe:
     """What the gate still owes: the proposals and the ``lifecycle`` messages its
     groups have not committed. Topics read in lanes (``streams/topology/lanes.py``,
     ``ESCALATION_PROPOSALS_READER=lanes``) keep their offsets in a group of their own."""
@@ -1106,7 +1098,7 @@ def report(bench: Bench) -> str:
             f"{platform.python_implementation()} {platform.python_version()}, "
             f"N={a.count}, {a.partitions} partitions, store {a.store}, broker {bench.bootstrap}"
         ),
-        f"  code {bench.version}; env {a.extra_env or '-'}; load average {_loadavg()}",
+        f"  code {bench.version}; env {a.extra_env or '-'}; load average {c.loadavg()}",
         f"  policy {_shown(a.policy)} ({bench.policy_note}); workload {bench.workload_note}",
         "",
         f"{'':34}{'gate':>12}{'faust fwd':>12}{'confluent':>12}",
@@ -1248,13 +1240,6 @@ def report(bench: Bench) -> str:
         lines.append(f"profile: {get('gate', 'profile')} (gate throughput measured under py-spy)")
     lines += [f"note: {n}" for n in bench.notes]
     return "\n".join(lines)
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def _shown(path: Path) -> str:
@@ -1472,32 +1457,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    def overdue(_signum: int, _frame: Any) -> None:
-        raise c.DeadlineExceededError(f"overall deadline of {args.deadline:g}s passed")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGALRM, overdue)
-    signal.alarm(max(1, int(args.deadline + 5)))
+    c.bound_run(args.deadline)
     code = 0
     bench: Bench | None = None
     with ExitStack() as stack:
         try:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
-            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-            kafka_pid: int | None = None
             started = time.perf_counter()
-            if not bootstrap:
-                from streams.kafka.launcher import LocalKafka  # noqa: PLC0415
-
-                print("starting a local Apache Kafka (KRaft) ...", flush=True)
-                kafka = LocalKafka(work / "kafka", cache_dir=Settings().kafka_cache_dir)
-                stack.enter_context(kafka)
-                bootstrap = kafka.bootstrap_servers
-                kafka_pid = kafka.pid
+            bootstrap, kafka_pid = c.broker(stack, work)
             bench = Bench(args, work, bootstrap)
             bench.say(
                 f"broker {bootstrap} ({time.perf_counter() - started:.1f}s); run {bench.run_id}"
@@ -1521,7 +1488,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"INCOMPLETE {system}: {type(exc).__name__}: {str(exc)[:300]}"
                     )
                     code = 1
-        except Interrupted as exc:
+        except c.Interrupted as exc:
             print(f"\ninterrupted ({exc}); stopping what was started", file=sys.stderr)
             code = 130
         except Exception as exc:
@@ -1530,10 +1497,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.notes.append(f"INCOMPLETE: {type(exc).__name__}: {exc}")
             code = 1
         finally:
-            signal.alarm(0)
-            # A second Ctrl-C must not cut the clean-up short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            c.end_run()
             if bench is not None:
                 print(report(bench), flush=True)
                 if args.json is not None:

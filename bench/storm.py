@@ -60,7 +60,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -135,10 +134,6 @@ def input_groups(settings: Settings, reader: str) -> dict[str, list[str]]:
     # Since 5217f44 the lanes read lifecycle (and approvals) too; before it, lifecycle
     # stayed in the Faust group.
     return {offsets_group(app_group): [proposals, lifecycle]}
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT (a BaseException: the phases' ``except Exception`` let it pass)."""
 
 
 # ---------------------------------------------------------------------- workload
@@ -314,13 +309,6 @@ def lag_by_partition(bootstrap: str, group: str, topics: list[str]) -> dict[str,
     return out
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def _git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
@@ -348,7 +336,7 @@ class Bench:
         self.deadline = c.Deadline(args.deadline)
         self.run_id = uuid.uuid4().hex[:8]
         self.runs: list[dict[str, Any]] = []
-        self.results: dict[str, Any] = {"load_average": {"start": _loadavg()}}
+        self.results: dict[str, Any] = {"load_average": {"start": c.loadavg()}}
         self.notes: list[str] = []
         self.version = code_version()
         self.steady_pairs = steady_services(args.services)
@@ -422,20 +410,16 @@ class Bench:
         create_topics(settings, self.bootstrap)
         ids = DevIdentities.make(self.work / "identities", read_policy(policy_file))
         port_file = data_dir / "metrics.port"
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "ESCALATION_TOPIC_PREFIX": prefix,
-            "ESCALATION_DATA_DIR": str(data_dir),
-            "ESCALATION_METRICS_PORT": "0",
-            "ESCALATION_METRICS_ADDR": "127.0.0.1",
-            "ESCALATION_METRICS_PORT_FILE": str(port_file),
-            "ESCALATION_STORE": args.store,
-            "ESCALATION_PARTITIONS": str(args.partitions),
-            "ESCALATION_POLICY_FILE": str(policy_file),
+        env = c.worker_env(
+            self.bootstrap,
+            prefix=prefix,
+            data_dir=data_dir,
+            store=args.store,
+            partitions=args.partitions,
+            policy_file=policy_file,
             **ids.env(),
             **args.extra_env,
-        }
+        )
         log = data_dir / "worker.log"
         self.say(
             f"gate: starting worker (store {args.store}, {args.partitions} partitions, "
@@ -779,7 +763,7 @@ class Bench:
             ),
             "steady_windows": {"before": before_w, "during": during_w, "after": after_w},
             "steady_recovery_seconds": recovery_seconds(after_w, TARGET_STEADY_P99_MS),
-            "load_average": _loadavg(),
+            "load_average": c.loadavg(),
         }
 
     def until_recovered(self, steady: c.Sent, drain_end: float) -> None:
@@ -1129,32 +1113,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    def overdue(_signum: int, _frame: Any) -> None:
-        raise c.DeadlineExceededError(f"overall deadline of {args.deadline:g}s passed")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGALRM, overdue)
-    signal.alarm(max(1, int(args.deadline + 5)))
+    c.bound_run(args.deadline)
     code = 0
     bench: Bench | None = None
     with ExitStack() as stack:
         try:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-storm-")))
-            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-            kafka_pid: int | None = None
             started = time.perf_counter()
-            if not bootstrap:
-                from streams.kafka.launcher import LocalKafka  # noqa: PLC0415
-
-                print("starting a local Apache Kafka (KRaft) ...", flush=True)
-                kafka = LocalKafka(work / "kafka", cache_dir=Settings().kafka_cache_dir)
-                stack.enter_context(kafka)
-                bootstrap = kafka.bootstrap_servers
-                kafka_pid = kafka.pid
+            bootstrap, kafka_pid = c.broker(stack, work)
             bench = Bench(args, work, bootstrap)
             bench.say(
                 f"broker {bootstrap} ({time.perf_counter() - started:.1f}s); run {bench.run_id}; "
@@ -1163,7 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.broker_warmup > 0:
                 bench.warm_broker(kafka_pid)
             bench.run()
-        except Interrupted as exc:
+        except c.Interrupted as exc:
             print(f"\ninterrupted ({exc}); stopping what was started", file=sys.stderr)
             code = 130
         except Exception as exc:
@@ -1172,12 +1138,9 @@ def main(argv: list[str] | None = None) -> int:
                 bench.notes.append(f"INCOMPLETE: {type(exc).__name__}: {exc}")
             code = 1
         finally:
-            signal.alarm(0)
-            # A second Ctrl-C must not cut the clean-up short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            c.end_run()
             if bench is not None:
-                bench.results["load_average"]["end"] = _loadavg()
+                bench.results["load_average"]["end"] = c.loadavg()
                 if bench.runs:
                     bench.results["summary"] = summarise(bench)
                 print(report(bench), flush=True)
