@@ -8,18 +8,20 @@ only *reads* about 4,300 records/s (an agent that acknowledges and does nothing
 else) where librdkafka reads 240,000-340,000/s; a 20,000-proposal storm took Faust
 longer to read than the gate has to decide a healthy service's Level 4 fix.
 
-So the proposals topic is read by a librdkafka consumer on a thread of its own, ahead
-of the decisions (up to ``max_waiting`` records), into one *lane* per record key
-(proposers key by service, SPEC 2) and partition. The decider on the event loop takes
-one proposal from each lane in turn: a storm on ten services makes an eleventh wait
-for at most ten decisions, not for the storm. Within a lane the order is the
-partition's, so each service's proposals are decided in the order they were written
-(the velocity guard sees them in order). Across services the order of a backlog is
-round-robin, as it already was across partitions; replay is unaffected (it re-decides
-from the context recorded with each decision).
+So the proposals topic (and, for the same reason, the lifecycle and approvals
+topics, one lane per partition: their Faust agent folded every Level 2 entry the
+worker had just written, at Faust's rate) is read by a librdkafka consumer on a
+thread of its own, ahead of the decisions (up to ``max_waiting`` records), into one
+*lane* per record key (proposers key by service, SPEC 2) and partition. The decider
+on the event loop takes one proposal from each lane in turn: a storm on ten
+services makes an eleventh wait for at most ten decisions, not for the storm. Within
+a lane the order is the partition's, so each service's proposals are decided in the
+order they were written (the velocity guard sees them in order). Across services
+the order of a backlog is round-robin, as it already was across partitions; replay
+is unaffected (it re-decides from the context recorded with each decision).
 
-The partitions follow Faust's assignment: this worker reads the proposals partitions
-whose numbers Faust gave it for every other input (``Assignment``), so one worker
+The partitions follow Faust's assignment: this worker reads the partitions whose
+numbers Faust gave it of ``outcomes`` (``Assignment.mirror_from``), so one worker
 still owns each partition number of every input topic (the audit chain ``proposals:3``,
 the lifecycle entries of its Level 2 decisions, the state partition it folds). The
 reader is not a group member (``assign``, not ``subscribe``): it stores its offsets
@@ -164,8 +166,9 @@ class _Command:
 
 
 class LaneReader:
-    """The proposals partitions of this worker's assignment, read ahead and decided in
-    lanes (module docstring). ``run()`` is the decider, a task on the event loop."""
+    """The partitions of this worker's assignment of the topics in ``handlers`` (the
+    proposals, lifecycle and approvals), read ahead and handled in lanes (module
+    docstring). ``run()`` is the decider, a task on the event loop."""
 
     def __init__(
         self,
