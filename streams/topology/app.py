@@ -196,8 +196,9 @@ class Gate:
             gate_keys=_gate_keys(settings) if self.checkpoints.checkpointer else None,
             client=confluent_config(settings),
         )
-        # Proposals are read by librdkafka into lanes (streams/topology/lanes.py), on the
-        # partitions Faust assigns this worker of every other input; or by a Faust agent.
+        # Proposals, lifecycle and approvals are read by librdkafka into lanes
+        # (streams/topology/lanes.py), on the partition numbers Faust assigns this worker
+        # of outcomes; or, with ESCALATION_PROPOSALS_READER=faust, by Faust agents.
         self.reader = self._lane_reader(settings, bootstrap)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type] # faust stub
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type] # faust stub
