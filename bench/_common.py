@@ -270,7 +270,8 @@ def records_by_topic(bootstrap: str, prefix: str) -> dict[str, int]:
         consumer.close()
 
 
-def producer(bootstrap: str, *, linger_ms: int) -> Producer:
+def producer(bootstrap: str, *, linger_ms: int, **extra: Any) -> Producer:
+    """The bench's producer: acks=all, large batches and queues; ``extra`` on top."""
     return Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -281,6 +282,7 @@ def producer(bootstrap: str, *, linger_ms: int) -> Producer:
             "queue.buffering.max.kbytes": 2_000_000,
             "logger": CLIENT_LOG,
             "log.connection.close": False,
+            **extra,
         }
     )
 
@@ -534,19 +536,7 @@ def keyed_producer(bootstrap: str, *, linger_ms: int) -> Producer:
     one (``streams/handlers/placement.py``): it reads such a proposal twice and audits
     the move. AI producers are expected to use murmur2; so does the bench.
     """
-    return Producer(  # the settings of producer(), plus the partitioner
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "linger.ms": linger_ms,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 2_000_000,
-            "queue.buffering.max.kbytes": 2_000_000,
-            "partitioner": "murmur2_random",
-            "logger": CLIENT_LOG,
-            "log.connection.close": False,
-        }
-    )
+    return producer(bootstrap, linger_ms=linger_ms, partitioner="murmur2_random")
 
 
 # --------------------------------------------------------------- figures by level
@@ -862,3 +852,24 @@ def worker_env(
         "ESCALATION_POLICY_FILE": str(policy_file),
         **extra,
     }
+
+
+def write_figures(path: Path, *, script: str, args: Any, bench: Any, **extra: Any) -> None:
+    """A bench's figures as JSON: when, where, the command, the code and its args, then
+    ``bench.results``, ``bench.notes`` and ``extra`` (a bench's own sections)."""
+    import datetime as dt  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    payload = {
+        "date": dt.datetime.now(tz=dt.UTC).isoformat(),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "command": shlex.join(["python", script, *sys.argv[1:]]),
+        "code": bench.version,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "results": bench.results,
+        **extra,
+        "notes": bench.notes,
+    }
+    path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))

@@ -60,7 +60,6 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-import orjson
 
 from streams import samples
 from streams.files import read_policy
@@ -1501,18 +1500,7 @@ def main(argv: list[str] | None = None) -> int:
             if bench is not None:
                 print(report(bench), flush=True)
                 if args.json is not None:
-                    payload = {
-                        "date": dt.datetime.now(tz=dt.UTC).isoformat(),
-                        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-                        "command": shlex.join(["python", "bench/pipeline.py", *sys.argv[1:]]),
-                        "code": bench.version,
-                        "args": {k: str(v) for k, v in vars(args).items()},
-                        "results": bench.results,
-                        "notes": bench.notes,
-                    }
-                    args.json.write_bytes(
-                        orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-                    )
+                    c.write_figures(args.json, script="bench/pipeline.py", args=args, bench=bench)
     return code
 
 

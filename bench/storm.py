@@ -59,7 +59,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -74,7 +73,6 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
-import orjson
 
 from streams import samples
 from streams.files import read_policy
@@ -1145,18 +1143,8 @@ def main(argv: list[str] | None = None) -> int:
                     bench.results["summary"] = summarise(bench)
                 print(report(bench), flush=True)
                 if args.json is not None:
-                    payload = {
-                        "date": dt.datetime.now(tz=dt.UTC).isoformat(),
-                        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-                        "command": shlex.join(["python", "bench/storm.py", *sys.argv[1:]]),
-                        "code": bench.version,
-                        "args": {k: str(v) for k, v in vars(args).items()},
-                        "results": bench.results,
-                        "runs": bench.runs,
-                        "notes": bench.notes,
-                    }
-                    args.json.write_bytes(
-                        orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+                    c.write_figures(
+                        args.json, script="bench/storm.py", args=args, bench=bench, runs=bench.runs
                     )
     return code
 
