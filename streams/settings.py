@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         le=1000,
         description="How long the output producer waits to fill a batch (librdkafka linger.ms).",
     )
+    gc_reclaim_seconds: float = Field(
+        default=3600.0,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="How often the worker runs one full garbage collection of everything, "
+        "frozen state included (streams/topology/collector.py): one longer pause each time.",
+    )
     state_snapshot_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -22,6 +22,7 @@ STATE_SCHEMA_VERSION = 1
 #: ``prune`` keeps this much more than a window, so that a proposal redelivered after a
 #: crash (judged at its own, earlier, timestamp) still sees what it saw the first time.
 PRUNE_MARGIN = 2
+PRUNED = ("velocity", "verdicts")  # the tables ``prune`` shortens; the others keep every key
 
 State = dict[str, Any]
 

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -44,7 +44,7 @@ from aiokafka.partitioner import murmur2
 
 from streams.state import TABLES, apply_update
 from streams.state.fleet import FleetWindow
-from streams.state.reducers import STATE_SCHEMA_VERSION, prune
+from streams.state.reducers import PRUNED, STATE_SCHEMA_VERSION, prune
 from streams.topology.snapshot import read_record
 
 log = logging.getLogger(__name__)
@@ -118,21 +118,28 @@ class Mirror:
 
     def prune(self, now: float) -> int:
         """Drop window entries no longer needed (``reducers.prune``); keys changed."""
+        return sum(self.prune_keys(table, list(self.data[table]), now) for table in PRUNED)
+
+    def prune_keys(self, table: str, keys: Iterable[str], now: float) -> int:
+        """``prune`` for some keys of one table (the snapshot timer prunes in slices);
+        a key gone meanwhile is skipped."""
         touched = 0
-        for table in ("velocity", "verdicts"):
-            values = self.data[table]
-            for key, value in list(values.items()):
-                new = prune(table, value, now)
-                if new is value:
-                    continue
-                if table == "velocity":
-                    self.fleet.replace(value, new)
-                if new is None:
-                    del values[key]
-                else:
-                    values[key] = new
-                self.pruned.setdefault(self.partition_of(table, key), set()).add((table, key))
-                touched += 1
+        values = self.data[table]
+        for key in keys:
+            value = values.get(key)
+            if value is None:
+                continue
+            new = prune(table, value, now)
+            if new is value:
+                continue
+            if table == "velocity":
+                self.fleet.replace(value, new)
+            if new is None:
+                del values[key]
+            else:
+                values[key] = new
+            self.pruned.setdefault(self.partition_of(table, key), set()).add((table, key))
+            touched += 1
         return touched
 
     def take_pruned(self, partition: int) -> set[tuple[str, str]]:
@@ -142,6 +149,10 @@ class Mirror:
     def get(self, table: str, key: str) -> Any:
         """The current value, or ``None``."""
         return self.data[table].get(key)
+
+    def keys(self, table: str) -> list[str]:
+        """Every key of a table, as a list taken now."""
+        return list(self.data[table])
 
     def values(self, table: str) -> list[Any]:
         """Every value of a table (for fleet-wide sums)."""

@@ -27,6 +27,7 @@ round's keys before its marker (one producer, one partition, in order).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,11 +36,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from streams.state.reducers import STATE_SCHEMA_VERSION
+from streams.state.reducers import PRUNED, STATE_SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
 MARKER = b"_marker"
+# Keys pruned between two turns of the event loop (about 1-2 ms of work).
+PRUNE_SLICE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,10 @@ class FoldedState(Protocol):
 
     def prune(self, now: float) -> int: ...
 
+    def prune_keys(self, table: str, keys: Iterable[str], now: float) -> int: ...
+
+    def keys(self, table: str) -> list[str]: ...
+
     def take_pruned(self, partition: int) -> set[tuple[str, str]]: ...
 
 
@@ -141,15 +148,29 @@ class Snapshots:
         self.failures = 0
 
     async def tick(self) -> None:
-        """The Faust timer's entry point."""
-        self.write()
+        """The Faust timer's entry point: the windows are pruned in slices, with the
+        event loop served between them (pruning every service's velocity window in one
+        go stalled the decisions for 17-37 ms every round over a 20,000-service fleet),
+        then what changed is written in one go (a consistent cut: every value at the
+        marker's offset)."""
+        if not self.state.caught_up:
+            return
+        now = self.clock()
+        for table in PRUNED:
+            keys = self.state.keys(table)
+            for start in range(0, len(keys), PRUNE_SLICE):
+                self.state.prune_keys(table, keys[start : start + PRUNE_SLICE], now)
+                await asyncio.sleep(0)
+        self.write(now, pruned=True)
 
-    def write(self) -> int:
-        """One round: prune the windows, then write what changed; records written."""
+    def write(self, now: float | None = None, *, pruned: bool = False) -> int:
+        """One round: prune the windows (unless ``pruned`` already), then write what
+        changed; records written."""
         if not self.state.caught_up:
             return 0
-        now = self.clock()
-        self.state.prune(now)
+        now = self.clock() if now is None else now
+        if not pruned:
+            self.state.prune(now)
         written = 0
         owned = set(self.owned())
         for partition in sorted(owned):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
 import socket
 from typing import Any
@@ -13,6 +12,7 @@ from streams.metrics import Metrics
 from streams.models import ControlCommand, encode
 from streams.settings import Settings
 from streams.signing import sign_command
+from streams.topology import collector
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,9 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     async def announce_policy() -> None:  # the policy in force is itself audited
         await gate.mirror.ready.wait()
         # The state just loaded lives as long as the worker: out of the collector's way,
-        # so that full collections (hundreds of ms over a large state, measured in the
-        # console: bench/console.py --freeze-gc) do not stall the decisions.
-        gc.collect()
-        gc.freeze()
+        # so that full collections (tens to hundreds of ms over a large state) do not
+        # stall the decisions (streams/topology/collector.py).
+        log.info("gc: state frozen after a %.0f ms collection", collector.settle() * 1000)
         metrics.ready.set(1)
         stored = gate.mirror.get("policy", "current")
         if stored:
@@ -92,6 +91,11 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
             at=dt.datetime.now(tz=dt.UTC),
         )
         await gate.t_control.send(key=b"control", value=encode(sign_command(command, signer)))
+
+    @gate.app.timer(settings.gc_reclaim_seconds)  # type: ignore[untyped-decorator]
+    async def reclaim_garbage() -> None:  # cyclic garbage among frozen objects, bounded
+        if gate.mirror.ready.is_set():
+            collector.reclaim()
 
     faust_worker(gate.app, loglevel).execute_from_commandline()
 

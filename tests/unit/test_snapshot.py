@@ -8,6 +8,7 @@ compaction leaves: the latest record of each key).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from pathlib import Path
@@ -29,6 +30,7 @@ from streams.state.records import (
     verdict_update,
 )
 from streams.state.reducers import STATE_SCHEMA_VERSION, ai_fp_rate, prune, recent_autonomous
+from streams.topology import snapshot
 from streams.topology.mirror import Mirror
 from streams.topology.snapshot import Snapshots, marker_record, read_record, value_record
 
@@ -373,6 +375,45 @@ def test_a_key_its_window_emptied_leaves_state_folded() -> None:
     assert folded[b"verdicts|holmes"] is None
     assert cluster.mirror().data["verdicts"] == {}
     assert cluster.mirror().data["velocity"] == {}
+
+
+def test_the_timer_prunes_in_slices_and_writes_what_a_whole_round_writes() -> None:
+    """``tick`` prunes a slice of keys per turn of the event loop (another task runs
+    between slices), and ends where one ``write`` would: the same keys and values."""
+
+    def fleet(cluster: Cluster) -> Mirror:
+        mirror = cluster.mirror()
+        for n in range(2 * snapshot.PRUNE_SLICE + 10):  # three slices
+            at = NOW if n % 2 else NOW + 1_000  # half of them expire by NOW + 1_300
+            cluster.send(
+                velocity_update(f"s{n}", decision_id=f"d{n}", at=at, offset=n, window_seconds=600)
+            )
+        cluster.catch_up(mirror)
+        return mirror
+
+    whole, sliced = Cluster(), Cluster()
+    mirrors = fleet(whole), fleet(sliced)
+    later = NOW + 1_300
+    owned = lambda: range(PARTITIONS)  # noqa: E731
+    Snapshots(mirrors[0], whole.produce, owned=owned, clock=lambda: later).write()
+    turns: list[int] = []
+
+    async def other_task() -> None:
+        while True:
+            turns.append(len(mirrors[1].data["velocity"]))
+            await asyncio.sleep(0)
+
+    async def run() -> None:
+        watcher = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        await Snapshots(mirrors[1], sliced.produce, owned=owned, clock=lambda: later).tick()
+        watcher.cancel()
+
+    asyncio.run(run())
+    assert len(set(turns)) >= 3  # the other task ran between slices, seeing fewer keys
+    assert mirrors[1].data == mirrors[0].data
+    assert len(mirrors[1].data["velocity"]) == snapshot.PRUNE_SLICE + 5
+    assert sliced.folded == whole.folded
 
 
 def test_a_value_the_producer_refuses_holds_the_marker_back() -> None:
