@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="How often approval timeouts are checked."
     )
     linger_ms: float = Field(
-        default=10.0,
+        default=2.0,
         ge=0,
         le=1000,
         description="How long the output producer waits to fill a batch (librdkafka linger.ms).",

@@ -278,28 +278,30 @@ class LaneReader:
         positions = self.positions
         handlers = self.handlers
         n = 0
-        while self.assignment.ready.is_set():
-            arrival = take()
-            if arrival is None:
-                break
-            # A partition revoked meanwhile: not decided, not committed; its next
-            # owner reads it again.
-            if owns(arrival.tp):
-                try:
-                    handlers[arrival.topic](arrival)
-                except DeliveryError as exc:
-                    self.fatal(exc)
-                except Exception as exc:
-                    log.exception(
-                        "%s[%d]@%d failed", arrival.topic, arrival.partition, arrival.offset
-                    )
-                    self.on_error(arrival, exc)
-                position = positions.get(arrival.tp)
-                if position is not None:
-                    position.decided(arrival.offset)
-            n += 1
-            if not n & 7 and time.perf_counter() - started >= SLICE_SECONDS:
-                break
+        # What the slice produces is handed to librdkafka in one go (Sink.held).
+        with self.sink.held():
+            while self.assignment.ready.is_set():
+                arrival = take()
+                if arrival is None:
+                    break
+                # A partition revoked meanwhile: not decided, not committed; its next
+                # owner reads it again.
+                if owns(arrival.tp):
+                    try:
+                        handlers[arrival.topic](arrival)
+                    except DeliveryError as exc:
+                        self.fatal(exc)
+                    except Exception as exc:
+                        log.exception(
+                            "%s[%d]@%d failed", arrival.topic, arrival.partition, arrival.offset
+                        )
+                        self.on_error(arrival, exc)
+                    position = positions.get(arrival.tp)
+                    if position is not None:
+                        position.decided(arrival.offset)
+                n += 1
+                if not n & 7 and time.perf_counter() - started >= SLICE_SECONDS:
+                    break
         self.on_waiting(self.lanes.waiting)
         if self.lanes.waiting < self.max_waiting // 2:
             self._room.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -102,3 +103,50 @@ def test_a_record_the_broker_refuses_is_fatal(kafka_bootstrap: str) -> None:
 
     asyncio.run(run())
     assert len(fatal) == 1
+
+
+def test_held_records_reach_the_broker_in_order_after_the_block(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, partitions=1)
+    sink = Sink(kafka_bootstrap, linger_ms=0)
+
+    async def run() -> list[int]:
+        with sink.held():
+            for number in range(50):
+                sink.produce(topic, str(number).encode(), partition=0)
+            # Held: librdkafka has none of them yet, and the barrier counts them.
+            assert sink._producer is not None
+            assert len(sink._producer) == 0
+        await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)
+        return _end_offsets(kafka_bootstrap, topic, 1)
+
+    assert asyncio.run(run()) == [50]
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex, "logger": CLIENT_LOG}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        values: list[int] = []
+        deadline = time.monotonic() + DEADLINE
+        while len(values) < 50:
+            assert time.monotonic() < deadline
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                values.append(int(message.value()))
+    finally:
+        consumer.close()
+    assert values == list(range(50))
+
+
+def test_a_held_record_the_client_would_refuse_raises_at_once(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap)
+    sink = Sink(kafka_bootstrap, **{"message.max.bytes": 10_000})
+
+    async def run() -> None:
+        with sink.held():
+            with pytest.raises(KafkaException, match="message.max.bytes"):
+                sink.produce(topic, b"x" * 9_990, key=b"twenty-bytes-of-key")
+            sink.produce(topic, b"small")
+        await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)
+
+    asyncio.run(run())
+    assert sum(_end_offsets(kafka_bootstrap, topic, 2)) == 1
