@@ -172,9 +172,10 @@ class Sink:
         while True:
             try:
                 producer.produce(topic, value, **kwargs)
-                return
             except BufferError:  # the local queue is full: let librdkafka drain it
                 producer.poll(0.01)
+            else:
+                return
 
     async def delivered(self) -> None:
         """Return once every record produced before this call is on the broker."""

@@ -163,6 +163,7 @@ class Gate:
             self.mirror,
             lambda key, value, p: self.sink.produce(folded, value, key=key, partition=p),  # type: ignore[arg-type] # None: a tombstone
             owned=self._owned_state,
+            batch=self.sink.held,
         )
         self.emitter = Emitter(
             settings,

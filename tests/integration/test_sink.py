@@ -143,7 +143,7 @@ def test_a_held_record_the_client_would_refuse_raises_at_once(kafka_bootstrap: s
 
     async def run() -> None:
         with sink.held():
-            with pytest.raises(KafkaException, match="message.max.bytes"):
+            with pytest.raises(KafkaException, match=r"message\.max\.bytes"):
                 sink.produce(topic, b"x" * 9_990, key=b"twenty-bytes-of-key")
             sink.produce(topic, b"small")
         await asyncio.wait_for(sink.delivered(), timeout=DEADLINE)

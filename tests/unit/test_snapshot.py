@@ -378,12 +378,13 @@ def test_a_key_its_window_emptied_leaves_state_folded() -> None:
 
 
 def test_the_timer_prunes_in_slices_and_writes_what_a_whole_round_writes() -> None:
-    """``tick`` prunes a slice of keys per turn of the event loop (another task runs
-    between slices), and ends where one ``write`` would: the same keys and values."""
+    """``tick`` prunes a slice of keys, and writes a slice of records, per turn of the
+    event loop (another task runs between slices), and ends where one ``write`` would:
+    the same keys and values."""
 
     def fleet(cluster: Cluster) -> Mirror:
         mirror = cluster.mirror()
-        for n in range(2 * snapshot.PRUNE_SLICE + 10):  # three slices
+        for n in range(2 * snapshot.SLICE + 10):  # three slices
             at = NOW if n % 2 else NOW + 1_000  # half of them expire by NOW + 1_300
             cluster.send(
                 velocity_update(f"s{n}", decision_id=f"d{n}", at=at, offset=n, window_seconds=600)
@@ -397,10 +398,12 @@ def test_the_timer_prunes_in_slices_and_writes_what_a_whole_round_writes() -> No
     owned = lambda: range(PARTITIONS)  # noqa: E731
     Snapshots(mirrors[0], whole.produce, owned=owned, clock=lambda: later).write()
     turns: list[int] = []
+    writes: list[int] = []
 
     async def other_task() -> None:
         while True:
             turns.append(len(mirrors[1].data["velocity"]))
+            writes.append(len(sliced.written))
             await asyncio.sleep(0)
 
     async def run() -> None:
@@ -411,8 +414,9 @@ def test_the_timer_prunes_in_slices_and_writes_what_a_whole_round_writes() -> No
 
     asyncio.run(run())
     assert len(set(turns)) >= 3  # the other task ran between slices, seeing fewer keys
+    assert len(set(writes)) >= 3  # and between slices of the records written
     assert mirrors[1].data == mirrors[0].data
-    assert len(mirrors[1].data["velocity"]) == snapshot.PRUNE_SLICE + 5
+    assert len(mirrors[1].data["velocity"]) == snapshot.SLICE + 5
     assert sliced.folded == whole.folded
 
 
