@@ -347,7 +347,13 @@ def produce_paced(
 
 
 class Collector:
-    """Reads output topics from the beginning in a thread; first arrival per proposal id."""
+    """Reads output topics from the beginning; first arrival per proposal id.
+
+    One consumer and thread per topic, as in production, where executors read
+    ``decisions.execute`` and the approval bridge ``decisions.approve``, each on its
+    own: with one consumer for every topic, a storm's 20,000 Level 2 decisions queued
+    ahead of the Level 4 probe's in the bench's own fetch queue, and the probe's
+    latency measured the bench's backlog, not the gate's."""
 
     def __init__(self, bootstrap: str, topics: list[str], partitions: int) -> None:
         self.first: dict[str, float] = {}
@@ -356,44 +362,51 @@ class Collector:
         self.other = 0  # messages that are not decisions (execute/abort commands)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 20,
-                "logger": CLIENT_LOG,
-                "log.connection.close": False,
-            }
-        )
-        self._consumer.assign(
-            [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)]
-        )
-        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self._consumers = []
+        for topic in topics:
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 20,
+                    "logger": CLIENT_LOG,
+                    "log.connection.close": False,
+                }
+            )
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+            self._consumers.append(consumer)
+        self._threads = [
+            threading.Thread(target=self._run, args=(consumer,), name="collector", daemon=True)
+            for consumer in self._consumers
+        ]
         self.error: str | None = None
 
     def start(self) -> Collector:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
-        with contextlib.suppress(Exception):
-            self._consumer.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for consumer in self._consumers:
+            with contextlib.suppress(Exception):
+                consumer.close()
 
-    def _run(self) -> None:
+    def _run(self, consumer: Consumer) -> None:
         try:
             while not self._stop.is_set():
                 # poll() returns as soon as one message is there (consume() would wait
                 # for its whole batch or its timeout: up to 50 ms added to a latency);
                 # then take whatever else is already fetched without waiting.
-                first = self._consumer.poll(0.05)
+                first = consumer.poll(0.05)
                 if first is None:
                     continue
                 now = time.perf_counter()
-                messages = [first, *self._consumer.consume(num_messages=2000, timeout=0)]
+                messages = [first, *consumer.consume(num_messages=2000, timeout=0)]
                 parsed = []
                 for message in messages:
                     raw = message.value()

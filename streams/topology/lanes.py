@@ -69,8 +69,14 @@ MAX_WAITING = 50_000
 #: The decider gives the event loop back (Faust's other agents, the timers) after this
 #: long deciding; a new proposal's lane joins the round at the next turn.
 SLICE_SECONDS = 0.005
+#: Records the reader hands the event loop at a time (a batch is one callback there).
+READ_BATCH = 500
 #: How often decided positions are committed (as Faust's ``broker_commit_interval``).
 COMMIT_SECONDS = 1.0
+
+
+# One TP per topic-partition, shared by every record of it.
+_TPS: dict[tuple[str, int], TP] = {}
 
 
 class Arrival:
@@ -86,7 +92,10 @@ class Arrival:
         self.timestamp: float | None = ms / 1000.0 if kind and ms >= 0 else None
         self.key: bytes | None = message.key()
         self.value: bytes | None = message.value()
-        self.tp = TP(self.topic, self.partition)
+        tp = _TPS.get((self.topic, self.partition))
+        if tp is None:
+            tp = _TPS[self.topic, self.partition] = TP(self.topic, self.partition)
+        self.tp = tp
 
     @property
     def message(self) -> Arrival:
@@ -116,6 +125,23 @@ class Position:
         if self.waiting:
             return self.waiting[0]
         return self.end if self.end >= 0 else None
+
+
+def _arrivals(messages: list[Any]) -> list[Arrival]:
+    """The reader thread's records as Arrivals (errors logged and dropped).
+
+    Made on the reader thread, not on the event loop: taking a storm's 20,000 records
+    there in batches of 2,000 held the decider for 10-20 ms a batch (a Level 4 probe
+    waited 120-166 ms after its arrival, measured). The GIL still serialises the
+    work, but hands the loop its turn every switch interval.
+    """
+    arrivals = []
+    for message in messages:
+        if message.error() is not None:
+            log.warning("proposals reader: %s", message.error())
+        else:
+            arrivals.append(Arrival(message))
+    return arrivals
 
 
 class Lanes:
@@ -330,17 +356,13 @@ class LaneReader:
         self._commands.put(command)
         return await asyncio.wrap_future(command.done)
 
-    def _arrive(self, epoch: int, messages: list[Any]) -> None:
+    def _arrive(self, epoch: int, arrivals: list[Arrival]) -> None:
         if epoch != self._epoch:
             return  # read under an assignment that has since changed
         positions = self.positions
         add = self.lanes.add
         by_key = self.by_key
-        for message in messages:
-            if message.error() is not None:
-                log.warning("proposals reader: %s", message.error())
-                continue
-            arrival = Arrival(message)
+        for arrival in arrivals:
             position = positions.get(arrival.tp)
             if position is None:
                 position = positions[arrival.tp] = Position()
@@ -383,9 +405,10 @@ class LaneReader:
                 first = consumer.poll(0.05)
                 if first is None:
                     continue
-                messages = [first, *consumer.consume(num_messages=2000, timeout=0)]
-                if messages:
-                    loop.call_soon_threadsafe(self._arrive, epoch, messages)
+                messages = [first, *consumer.consume(num_messages=READ_BATCH, timeout=0)]
+                arrivals = _arrivals(messages)
+                if arrivals:
+                    loop.call_soon_threadsafe(self._arrive, epoch, arrivals)
         except Exception as exc:  # the consumer itself failed: nothing more is decided
             log.exception("proposals reader failed")
             with contextlib.suppress(RuntimeError):  # the loop is closing already
