@@ -303,7 +303,6 @@ class LaneReader:
         take = self.lanes.take
         positions = self.positions
         handlers = self.handlers
-        n = 0
         # What the slice produces is handed to librdkafka in one go (Sink.held).
         with self.sink.held():
             while self.assignment.ready.is_set():
@@ -325,8 +324,9 @@ class LaneReader:
                     position = positions.get(arrival.tp)
                     if position is not None:
                         position.decided(arrival.offset)
-                n += 1
-                if not n & 7 and time.perf_counter() - started >= SLICE_SECONDS:
+                # Checked after every record (50 ns against a decision's 700 us): every
+                # eighth, as before, let a slice run up to 7 decisions past its 5 ms.
+                if time.perf_counter() - started >= SLICE_SECONDS:
                     break
         self.on_waiting(self.lanes.waiting)
         if self.lanes.waiting < self.max_waiting // 2:
