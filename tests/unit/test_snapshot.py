@@ -420,6 +420,44 @@ def test_the_timer_prunes_in_slices_and_writes_what_a_whole_round_writes() -> No
     assert sliced.folded == whole.folded
 
 
+def test_a_round_the_partition_is_revoked_from_writes_no_marker() -> None:
+    """A revoke between two slices of a round: the rest is not written and there is no
+    marker (the next owner may be writing the partition); owned again, the whole round
+    is written from where the last marker left off."""
+    cluster = Cluster()
+    mirror = cluster.mirror()
+    for n in range(6 * snapshot.SLICE):  # about 1,500 keys a partition
+        cluster.send(budget_update(f"svc-{n}", remaining=0.5, at=NOW))
+    cluster.catch_up(mirror)
+    owned = set(range(PARTITIONS))
+    busiest = max(range(PARTITIONS), key=lambda p: len(cluster.state[p]))
+    assert len(cluster.state[busiest]) > snapshot.SLICE  # its round has several slices
+
+    revoked: list[int] = []
+
+    def produce(key: bytes, value: bytes | None, partition: int) -> None:
+        cluster.produce(key, value, partition)
+        if partition == busiest and not revoked:  # revoked while its first slice is
+            owned.discard(busiest)  # being written, once
+            revoked.append(busiest)
+
+    writes = Snapshots(mirror, produce, owned=lambda: owned, clock=lambda: NOW)
+    asyncio.run(writes.tick())
+    ours = [key for p, key in cluster.written if p == busiest]
+    assert 0 < len(ours) <= snapshot.SLICE
+    assert b"_marker" not in ours
+    assert busiest not in writes.written
+    others = {p for p, key in cluster.written if key == b"_marker"}
+    assert others == set(range(PARTITIONS)) - {busiest}
+    owned.add(busiest)
+    asyncio.run(writes.tick())
+    ours = [key for p, key in cluster.written if p == busiest]
+    assert ours[-1] == b"_marker"
+    assert writes.written[busiest] == len(cluster.state[busiest])
+    restarted = cluster.mirror()
+    assert restarted.data["budgets"] == mirror.data["budgets"]
+
+
 def test_a_value_the_producer_refuses_holds_the_marker_back() -> None:
     cluster = Cluster()
     mirror = cluster.mirror()
