@@ -158,13 +158,13 @@ class Sink:
             yield
         finally:
             held, self._held = self._held, None
-            producer = self._producer
-            try:
-                for topic, value, kwargs in held:
-                    if producer is not None:
+            if held:
+                producer = self._producer or self._start()  # started by produce()
+                try:
+                    for topic, value, kwargs in held:
                         self._hand_over(producer, topic, value, kwargs)
-            except KafkaException as exc:
-                self._fail(DeliveryError(f"a held record was refused: {exc}"))
+                except KafkaException as exc:
+                    self._fail(DeliveryError(f"a held record was refused: {exc}"))
 
     def _hand_over(
         self, producer: Producer, topic: str, value: bytes, kwargs: dict[str, Any]

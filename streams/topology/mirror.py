@@ -118,7 +118,7 @@ class Mirror:
 
     def prune(self, now: float) -> int:
         """Drop window entries no longer needed (``reducers.prune``); keys changed."""
-        return sum(self.prune_keys(table, list(self.data[table]), now) for table in PRUNED)
+        return sum(self.prune_keys(table, self.keys(table), now) for table in PRUNED)
 
     def prune_keys(self, table: str, keys: Iterable[str], now: float) -> int:
         """``prune`` for some keys of one table (the snapshot timer prunes in slices);
