@@ -117,6 +117,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of the machine spent busy since boot (``/proc/stat``:
+    everything but idle and iowait), to tell a rate bound by the machine from one
+    bound by the system measured."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu":
+        return None
+    ticks = [int(f) for f in fields[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / _CLOCK_TICKS
+
+
 class RssSampler:
     """Samples a process's RSS every ``interval`` seconds in a thread."""
 

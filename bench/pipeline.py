@@ -185,8 +185,11 @@ class System:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, work: Path, bootstrap: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, work: Path, bootstrap: str, broker_pid: int | None = None
+    ) -> None:
         self.args = args
+        self.broker_pid = broker_pid  # a local broker's (its CPU is in the figures)
         self.work = work
         self.bootstrap = bootstrap
         self.deadline = c.Deadline(args.deadline)
@@ -277,15 +280,19 @@ class Bench:
         prod = c.keyed_producer(self.bootstrap, linger_ms=5)
         sent = c.Sent()
         cpu_before = system.cpu_seconds()
+        broker_before = c.cpu_seconds(self.broker_pid) if self.broker_pid else None
+        busy_before = c.machine_busy_seconds()
         started = time.perf_counter()
         produce_seconds = c.produce_fast(prod, system.topic, items, sent)
         complete = system.wait_for(ids, timeout=60 + count / 50, deadline=self.deadline)
+        busy_after, busy_at = c.machine_busy_seconds(), time.perf_counter()
         settled_at = (
             system.lag.wait_zero(timeout=120, deadline=self.deadline)
             if system.lag is not None
             else None
         )
         cpu_after = system.cpu_seconds()
+        broker_after = c.cpu_seconds(self.broker_pid) if self.broker_pid else None
         arrivals = sorted(system.collector.arrivals(ids))
         first, last = (arrivals[0], arrivals[-1]) if arrivals else (started, started)
         span = max(last - first, 1e-9)
@@ -307,6 +314,15 @@ class Bench:
             "delivery_failures": len(sent.failures),
         }
         result["cpu_ms_per_message"] = 1000 * result["cpu_seconds"] / max(1, len(arrivals))
+        # Where the machine's CPU went meanwhile: the broker's share per message, and
+        # how many of the cores were busy until the last output was read (everything:
+        # the system, the broker, this bench's producer and collector, anybody else's).
+        if broker_before is not None and broker_after is not None:
+            result["broker_cpu_ms_per_message"] = (
+                1000 * (broker_after - broker_before) / max(1, len(arrivals))
+            )
+        if busy_before is not None and busy_after is not None:
+            result["machine_busy_cores"] = (busy_after - busy_before) / max(busy_at - started, 1e-9)
         if system.decides:
             result["levels"] = c.level_mix(ids, system.collector)
             result["deciding_rules"] = c.deciding_rules(ids, system.collector)
@@ -1113,6 +1129,8 @@ def report(bench: Bench) -> str:
     row("  first->last output (s)", ("throughput", "first_to_last_seconds"), ".1f")
     row("  producer rate (messages/s)", ("throughput", "produce_rate"))
     row("  CPU ms per message (worker)", ("throughput", "cpu_ms_per_message"), ".2f")
+    row("  CPU ms per message (broker)", ("throughput", "broker_cpu_ms_per_message"), ".2f")
+    row("  busy cores (whole machine)", ("throughput", "machine_busy_cores"), ".2f")
     row("  received", ("throughput", "received"))
     row("  duplicates", ("throughput", "duplicates"))
     for key, rate in (("latency_low", a.low_rate), ("latency", a.rate)):
@@ -1464,7 +1482,7 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
             started = time.perf_counter()
             bootstrap, kafka_pid = c.broker(stack, work)
-            bench = Bench(args, work, bootstrap)
+            bench = Bench(args, work, bootstrap, kafka_pid)
             bench.say(
                 f"broker {bootstrap} ({time.perf_counter() - started:.1f}s); run {bench.run_id}"
             )
