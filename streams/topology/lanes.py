@@ -69,6 +69,13 @@ MAX_WAITING = 50_000
 #: The decider gives the event loop back (Faust's other agents, the timers) after this
 #: long deciding; a new proposal's lane joins the round at the next turn.
 SLICE_SECONDS = 0.005
+#: While a backlog lasts, the records of consecutive slices are handed to librdkafka
+#: together, up to this long after the first slice began (two slices): fewer, larger
+#: produce requests. At saturation the broker spent 0.24 ms of CPU per proposal with
+#: a 2 ms linger and 0.15 ms with 10 ms (bench/README.md), but a 10 ms linger delays
+#: every record; this only delays a backlog's. Without a backlog each slice is handed
+#: over at its end.
+HOLD_SECONDS = 0.010
 #: Records the reader hands the event loop at a time (a batch is one callback there).
 READ_BATCH = 500
 #: How often decided positions are committed (as Faust's ``broker_commit_interval``).
@@ -292,10 +299,28 @@ class LaneReader:
                 if not self.assignment.ready.is_set():
                     await self.assignment.ready.wait()
                     continue
-                self._decide_slice()
-                await asyncio.sleep(0)
+                await self._decide_backlog()
         finally:
             commits.cancel()
+
+    async def _decide_backlog(self) -> None:
+        """Slices of decisions, their records held together while a backlog lasts (up
+        to ``HOLD_SECONDS``). Between slices only ``sleep(0)``: the other tasks run, and
+        whatever they produce meanwhile is held with the slices' records (in order; a
+        barrier they await returns once the hold ends). A revocation ends the hold at
+        the next slice, before the revoked partitions' outputs are flushed."""
+        with self.sink.held():
+            started = time.perf_counter()
+            while True:
+                self._decide_slice()
+                if (
+                    not self.lanes.waiting
+                    or not self.assignment.ready.is_set()
+                    or time.perf_counter() - started >= HOLD_SECONDS
+                ):
+                    break
+                await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
     def _decide_slice(self) -> None:
         started = time.perf_counter()
