@@ -15,11 +15,14 @@ models' ``__dict__``, computes each rule's verdicts as plain boolean expressions
 SPEC 5 states them), then copies the template of each verdict (``dict.copy`` of a
 small dict costs about a third of building one) and sets what it observed. No two
 decisions share a dict or a list: templates are copied, list thresholds copied again.
+The decision's own attributes are copied the same way from a template per level
+(a 21-key dict display costs about twice a copy and the dozen values set after it).
 Timestamps are parsed by pydantic, each with a ``TzInfo`` of its own, which
 ``datetime``'s C code asks for its offset through a slow generic call: the id's
-timestamp text and the review date ask the tzinfo directly (``_isoformat``,
-``_offset``; a unit test holds both to ``datetime``'s answers).
-``bench/evaluate.py`` measures it.
+timestamp text (written by orjson) and the review date ask the tzinfo directly
+(``_isoformat``, ``_offset``), and the requalification age is rounded without
+``round``'s decimal conversion when the answer is plain (``_round_6``); unit tests
+hold each to the plain computation. ``bench/evaluate.py`` measures it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel
 
 from streams.models.decision import LEVEL_NAMES, ROUTES, Condition, Decision, Trigger
@@ -50,6 +54,7 @@ _DAY_SECONDS = 86_400.0
 _ZERO = dt.timedelta(0)
 _UTC = dt.UTC
 _sha256 = hashlib.sha256
+_dumps = orjson.dumps
 
 R0 = "level0_untrusted"
 R1 = "level1_assist"
@@ -62,10 +67,6 @@ RR = "policy_review"
 RS = "similarity_guard"
 RC = "calibration"
 RQ = "approval_quorum"
-
-
-#: "00" to "99": the two-digit fields of an ISO timestamp, by table.
-_TWO_DIGITS = tuple(f"{number:02d}" for number in range(100))
 
 
 def _offset(instant: dt.datetime) -> dt.timedelta | None:
@@ -84,21 +85,42 @@ def _isoformat(instant: dt.datetime) -> str:
     """``instant.isoformat()``, about three times cheaper for a UTC instant.
 
     ``isoformat`` asks the tzinfo for its offset as ``_offset`` explains and formats
-    through ``printf``; a UTC instant of a four-digit year is joined from a table of
-    two-digit fields instead. Anything else is left to ``isoformat`` itself.
+    through ``printf``; orjson writes a datetime as the same ISO text (its own code,
+    in Rust) except for an offset with seconds, which it cuts to minutes, so it is
+    asked only for an instant at offset zero. Anything else is left to ``isoformat``.
     """
     tz = instant.tzinfo
     if tz is not None and tz.utcoffset(instant) == _ZERO:  # ``_offset``, inlined
-        year = instant.year
-        if year >= 1000:
-            two = _TWO_DIGITS
-            text = (
-                f"{year}-{two[instant.month]}-{two[instant.day]}T{two[instant.hour]}:"
-                f"{two[instant.minute]}:{two[instant.second]}"
-            )
-            microsecond = instant.microsecond
-            return f"{text}.{microsecond:06d}+00:00" if microsecond else f"{text}+00:00"
+        try:
+            return _dumps(instant)[1:-1].decode()
+        except TypeError:  # a datetime subclass: orjson writes only datetime itself
+            pass
     return instant.isoformat()
+
+
+#: Below this many millionths a float is a multiple of ``2**-23``: exact to ``2**-24``.
+_ROUNDED_EXACTLY_BELOW = float(2**30)
+
+
+def _round_6(value: float) -> float:
+    """``round(value, 6)``, without its decimal conversion when the answer is plain.
+
+    ``round`` with digits writes the value's exact decimal expansion (``dtoa``) and
+    reads it back, a third of a decision's age computation. For a positive value
+    whose product with ``1e6`` is below ``2**30`` and whose fraction is more than
+    ``0.001`` from a half, that product (within ``2**-24`` of the exact one) names the
+    nearest whole number of millionths, and dividing it by ``1e6`` gives the float
+    nearest that decimal, which is what ``round`` returns. ``%`` and ``-`` are exact
+    there. Near a tie, for large, negative or zero values, ``round`` decides.
+    """
+    scaled = value * 1e6
+    if 0.0 < scaled < _ROUNDED_EXACTLY_BELOW:
+        fraction = scaled % 1.0
+        if fraction < 0.499:
+            return (scaled - fraction) / 1e6
+        if fraction > 0.501:
+            return (scaled - fraction + 1.0) / 1e6
+    return round(value, 6)
 
 
 def _decision_id(  # noqa: PLR0913, PLR0917 - the six parts of the id, in order
@@ -187,13 +209,15 @@ def _authorised_check(authorisation: ActionAuthorisation) -> AuthorisedCheck | N
     kinds = authorisation.target_kinds
     excluded = authorisation.excluded_environments
     limits = tuple(
-        (parameter, _template(R4, f"parameters.{parameter}", "in", None), limit)
+        (parameter, *_outcomes(R4, f"parameters.{parameter}", "in", None), limit)
         for parameter, limit in authorisation.max_parameters.items()
     )
     if kinds is None and not excluded and not limits:
         return None
-    kind_template = _template(R4, "target_kind", "in", None)
-    environment_template = _template(R4, "target_environment", "not in", None)
+    kind_holds, kind_fails = _outcomes(R4, "target_kind", "in", None)
+    environment_holds, environment_fails = _outcomes(R4, "target_environment", "not in", None)
+    # ``isinstance`` against a tuple: ``int | float`` would build a union every call.
+    numbers = (int, float)
 
     def check(
         target_kind: str, environment: str, parameters: dict[str, Any]
@@ -201,34 +225,28 @@ def _authorised_check(authorisation: ActionAuthorisation) -> AuthorisedCheck | N
         rows: list[Condition] = []
         ok = True
         if kinds is not None:
-            held = target_kind in kinds
-            row = kind_template.copy()
+            ok = target_kind in kinds
+            row = (kind_holds if ok else kind_fails).copy()
             row["observed"] = target_kind
-            row["threshold"] = list(kinds)
-            row["holds"] = held
+            row["threshold"] = [*kinds]
             rows.append(row)
-            ok = held
         if excluded:
             held = environment not in excluded
-            row = environment_template.copy()
+            row = (environment_holds if held else environment_fails).copy()
             row["observed"] = environment
-            row["threshold"] = list(excluded)
-            row["holds"] = held
+            row["threshold"] = [*excluded]
             rows.append(row)
             ok = ok and held
-        for parameter, template, limit in limits:
+        for parameter, holds, fails, limit in limits:
             value = parameters.get(parameter)
             # A bound is on a magnitude: a negative ``replicas_delta`` is a scale-down,
             # not a small scale-up, and must not ride on the scale-up authorisation.
             held = (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and 0 <= value <= limit
+                isinstance(value, numbers) and not isinstance(value, bool) and 0 <= value <= limit
             )
-            row = template.copy()
+            row = (holds if held else fails).copy()
             row["observed"] = value
             row["threshold"] = [0, limit]
-            row["holds"] = held
             rows.append(row)
             ok = ok and held
         return rows, ok
@@ -408,8 +426,37 @@ def _compile(policy: Policy) -> _Plan:
     t_review_holds, t_review_fails = _outcomes(RR, "review_overdue", ">", next_review.isoformat())
     t_calibrated = _template(RC, "calibrated_confidence", "<", None)
     t_similar = _template(RS, "similar_signature", "<=", None)
-    # The last UTC date decided on and its ISO text (replaced whole, never mutated).
-    review_day: tuple[dt.date | None, str] = (None, "")
+    # A decision's attributes, in the order of ``Decision``'s fields: one template per
+    # level, with what the level and the policy decide filled in, copied per decision.
+    decision_templates: tuple[dict[str, Any], ...] = tuple(
+        {
+            "type": "decision",
+            "schema_version": 1,
+            "decision_id": "",
+            "proposal_id": "",
+            "level": level,
+            "level_name": LEVEL_NAMES[level],
+            "route": ROUTES[level],
+            "deciding_rule": "",
+            "triggers": (),
+            "change_record_required": False,
+            "conditions": (),
+            "policy_version": version,
+            "policy_digest": digest,
+            "keyring_digest": keyring_digest,
+            "decided_at": None,
+            "abort_window_ends_at": None,
+            "approval_timeout_at": None,
+            "approvals_required": 1,
+            "notify_humans": level != 4,
+            "proposal": None,
+            "context": None,
+        }
+        for level in sorted(LEVEL_NAMES)
+    )
+    # The last UTC date decided on, whether the review is overdue on it, and its review
+    # condition filled in (replaced whole, never mutated; a decision copies the row).
+    review_day: tuple[dt.date | None, bool, Condition] = (None, False, t_review_fails)
 
     def run(proposal: Proposal, context: Context, decision_id: str | None) -> Decision:
         # Fields are read from each model's ``__dict__`` (where pydantic keeps them):
@@ -539,7 +586,7 @@ def _compile(policy: Policy) -> _Plan:
             age_days, fresh = None, False
         else:
             age = now - requalified_at
-            age_days = round(age.total_seconds() / _DAY_SECONDS, 6)
+            age_days = _round_6(age.total_seconds() / _DAY_SECONDS)
             fresh = _ZERO <= age <= requalification
         revoked = x["requalification_revoked"]
         autonomous = (
@@ -582,10 +629,21 @@ def _compile(policy: Policy) -> _Plan:
             level, rule = 2, RV
 
         # A policy past its review date has lost its authority for autonomy.
-        # The UTC date: ``now.astimezone(UTC).date()``, without building the datetime.
-        offset = _offset(now)
-        today = (now - offset).date() if offset is not None else now.astimezone(_UTC).date()
-        overdue = today > next_review
+        # The UTC date: ``now.astimezone(UTC).date()``, without building the datetime,
+        # from the offset asked of the tzinfo directly (``_offset``, inlined).
+        tz = now.tzinfo
+        offset = None if tz is None else tz.utcoffset(now)
+        if offset is None:
+            today = now.astimezone(_UTC).date()
+        else:
+            today = (now - offset).date() if offset else now.date()
+        nonlocal review_day
+        day, overdue, review = review_day
+        if day != today:
+            overdue = today > next_review
+            review = (t_review_holds if overdue else t_review_fails).copy()
+            review["observed"] = today.isoformat()
+            review_day = (today, overdue, review)
         if level >= 3 and similar:
             level, rule = 2, RS
         if level >= 3 and overdue:
@@ -594,7 +652,7 @@ def _compile(policy: Policy) -> _Plan:
         # The conditions, in SPEC order: copy each template, record what was seen.
         c0 = (t_untrusted_holds if untrusted else t_untrusted_fails).copy()
         c0["observed"] = ai_system
-        c0["threshold"] = list(trusted_list)
+        c0["threshold"] = [*trusted_list]
         c1 = (t_assist_confidence_holds if assist_confidence else t_assist_confidence_fails).copy()
         c1["observed"] = confidence
         c2 = (t_assist_fp_holds if assist_fp else t_assist_fp_fails).copy()
@@ -631,7 +689,7 @@ def _compile(policy: Policy) -> _Plan:
         c17["observed"] = fp_rate
         c18 = (t_shared_holds if is_shared else t_shared_fails).copy()
         c18["observed"] = service
-        c18["threshold"] = list(shared_list)
+        c18["threshold"] = [*shared_list]
         c19 = (t_auto_seen_holds if auto_seen else t_auto_seen_fails).copy()
         c19["observed"] = seen
         c20 = (t_auto_consistency_holds if auto_consistent else t_auto_consistency_fails).copy()
@@ -641,7 +699,7 @@ def _compile(policy: Policy) -> _Plan:
         c22 = (t_idempotent_yes if idempotent else t_idempotent_no).copy()
         c23 = (t_authorised_holds if is_authorised else t_authorised_fails).copy()
         c23["observed"] = action_type
-        c23["threshold"] = list(actions_sorted)
+        c23["threshold"] = [*actions_sorted]
         c24 = (t_requalified_holds if fresh else t_requalified_fails).copy()
         c24["observed"] = age_days
         c25 = (t_revoked_yes if revoked else t_revoked_no).copy()
@@ -655,13 +713,7 @@ def _compile(policy: Policy) -> _Plan:
         c28["observed"] = recent_service
         c29 = (t_fast_fleet_holds if too_fast_fleet else t_fast_fleet_fails).copy()
         c29["observed"] = recent_fleet
-        nonlocal review_day
-        day, shown_today = review_day
-        if day != today:
-            shown_today = today.isoformat()
-            review_day = (today, shown_today)
-        c30 = (t_review_holds if overdue else t_review_fails).copy()
-        c30["observed"] = shown_today
+        c30 = review.copy()
         conditions: tuple[Condition, ...] = (
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,
             c18, c19, c20, c21, c22, c23, *authorised_rows, c24, c25, c26, c27, c28, c29, c30,
@@ -690,37 +742,29 @@ def _compile(policy: Policy) -> _Plan:
 
         # ``Decision.model_construct(**values)`` without its per-field loop: the same
         # four attributes, every field named (a unit test holds it to that); the values
-        # come from validated inputs.
-        decision = _new_model(Decision)
-        _set_dict(
-            decision,
-            {
-                "type": "decision",
-                "schema_version": 1,
-                "decision_id": decision_id
-                or _decision_id(
-                    proposal_id, ai_system, p["created_at"], p["pattern"], action_type, service
-                ),
-                "proposal_id": proposal_id,
-                "level": level,
-                "level_name": LEVEL_NAMES[level],
-                "route": ROUTES[level],
-                "deciding_rule": rule,
-                "triggers": triggers,
-                "change_record_required": level == 2 and regulated,
-                "conditions": conditions,
-                "policy_version": version,
-                "policy_digest": digest,
-                "keyring_digest": keyring_digest,
-                "decided_at": now,
-                "abort_window_ends_at": now + abort_window if level == 3 else None,
-                "approval_timeout_at": now + approval_timeout if level == 2 else None,
-                "approvals_required": approvals_required,
-                "notify_humans": level != 4,
-                "proposal": proposal,
-                "context": context,
-            },
+        # come from validated inputs. The level's template holds what the level and
+        # the policy decide; the rest is set in place, so the order stays the fields'.
+        values = decision_templates[level].copy()
+        values["decision_id"] = decision_id or _decision_id(
+            proposal_id, ai_system, p["created_at"], p["pattern"], action_type, service
         )
+        values["proposal_id"] = proposal_id
+        values["deciding_rule"] = rule
+        values["triggers"] = triggers
+        values["conditions"] = conditions
+        values["decided_at"] = now
+        if level == 3:
+            values["abort_window_ends_at"] = now + abort_window
+        elif level == 2:
+            values["approval_timeout_at"] = now + approval_timeout
+            if regulated:
+                values["change_record_required"] = True
+        if approvals_required != 1:
+            values["approvals_required"] = approvals_required
+        values["proposal"] = proposal
+        values["context"] = context
+        decision = _new_model(Decision)
+        _set_dict(decision, values)
         _set_fields_set(decision, set(_DECISION_FIELDS))
         _set_extra(decision, None)
         _set_private(decision, None)

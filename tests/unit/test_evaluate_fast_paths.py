@@ -1,28 +1,33 @@
 # Copyright 2026 Escalation Gate contributors. SPDX-License-Identifier: Apache-2.0
-"""The shortcuts ``evaluate`` takes with timestamps give what the stdlib gives.
+"""The shortcuts ``evaluate`` takes give what the plain computation gives.
 
-``streams/policy/evaluate.py`` formats a UTC instant from a table and asks a tzinfo
-for its offset directly, instead of through ``datetime``'s generic method calls (see
-``_offset`` and ``_isoformat``). Each is held to the ``datetime`` operation it stands
-for, on ``datetime``'s own timezones and on the ``TzInfo`` pydantic gives every
-timestamp it parses; and the decision fields derived from timestamps are held to a
-reference computed the plain way, on inputs parsed from JSON as on the wire.
+``streams/policy/evaluate.py`` has orjson write a UTC instant's ISO text and asks a
+tzinfo for its offset directly instead of through ``datetime``'s generic method calls
+(``_offset``, ``_isoformat``), rounds the requalification age without ``round``'s
+decimal conversion when the answer is plain (``_round_6``), and builds a decision's
+attributes from a template per level. Each is held to what it stands for: the
+timestamp shortcuts on ``datetime``'s own timezones and on the ``TzInfo`` pydantic
+gives every timestamp it parses, the rounding on floats near and far from ties, the
+decision fields on inputs parsed from JSON as on the wire.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, TypeAdapter
 
-from streams.models import Context, Proposal
+from streams.models import Context, Decision, Proposal
+from streams.models.decision import LEVEL_NAMES, ROUTES
 from streams.policy import Policy, decision_id_for, evaluate
-from streams.policy.evaluate import _isoformat, _offset
+from streams.policy.evaluate import _isoformat, _offset, _round_6
 
 Builder = Callable[..., tuple[Proposal, Context]]
 
@@ -68,6 +73,17 @@ def test_isoformat_is_the_datetime_isoformat(instant: dt.datetime, *, zulu: bool
 
     assert _isoformat(instant) == instant.isoformat()
     assert _isoformat(parsed) == parsed.isoformat()
+
+
+class _Stamp(dt.datetime):
+    """A datetime subclass, which orjson does not write."""
+
+
+@given(instant=instants)
+def test_isoformat_of_a_datetime_subclass_is_its_isoformat(instant: dt.datetime) -> None:
+    stamp = _Stamp.fromisoformat(instant.isoformat()).replace(tzinfo=instant.tzinfo)
+
+    assert _isoformat(stamp) == stamp.isoformat()
 
 
 @given(instant=st.datetimes())
@@ -152,3 +168,73 @@ def test_timestamp_fields_of_a_decision_follow_the_plain_computation(
     else:
         seconds = (context.now - context.requalified_at).total_seconds()
         assert age == round(seconds / 86_400, 6)
+
+
+def _same_float(a: float, b: float) -> bool:
+    """The same float as written: ``-0.0`` is not ``0.0``, and ``nan`` is ``nan``."""
+    return repr(a) == repr(b)
+
+
+# Millionths next to a tie: ``k + 0.5`` millionths and its float neighbours, where the
+# product with 1e6 rounds across the half and the shortcut must hand over to ``round``.
+near_ties = st.builds(
+    lambda k, step: (
+        math.nextafter((k + 0.5) / 1e6, math.inf if step > 0 else -math.inf)
+        if step
+        else (k + 0.5) / 1e6
+    ),
+    st.integers(0, 2**31),
+    st.integers(-1, 1),
+)
+# Ages as ``evaluate`` computes them: whole microseconds, in days.
+ages = st.integers(-(10**13), 10**13).map(lambda us: us / 10**6 / 86_400.0)
+
+
+@PROPERTIES
+@given(value=st.one_of(st.floats(), ages, near_ties, st.floats(-2000.0, 2000.0)))
+def test_round_6_is_round_to_six_digits(value: float) -> None:
+    assert _same_float(_round_6(value), round(value, 6))
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 5e-7, 4.99e-7, 1e-300, -1e-9, 1073.741824])
+def test_round_6_of_edge_values_is_round_to_six_digits(value: float) -> None:
+    assert _same_float(_round_6(value), round(value, 6))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "level"),
+    [
+        ({"source": {"ai_system": "unknown-agent", "model": "m"}}, 0),
+        ({"confidence": {"model": 0.5, "heuristic": 0.5}}, 1),
+        ({"regulated": ["PCI-DSS"]}, 2),
+        ({"action": {"idempotent": False}}, 3),
+        ({}, 4),
+    ],
+)
+def test_a_decision_holds_every_field_in_order_with_its_level_values(
+    default_policy: Policy,
+    make_inputs: Builder,
+    overrides: dict[str, Any],
+    level: int,
+) -> None:
+    """The per-level template gives what a Decision built from its values would."""
+    base = make_inputs()[0].model_dump(mode="json")
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    proposal, context = make_inputs(base)
+
+    decision = evaluate(proposal, context, default_policy)
+
+    assert decision.level == level
+    assert list(decision.__dict__) == list(Decision.model_fields)
+    assert decision.level_name == LEVEL_NAMES[level]
+    assert decision.route == ROUTES[level]
+    regulated = level == 2 and bool(proposal.regulated)
+    abort_window = dt.timedelta(seconds=default_policy.abort_window_seconds)
+    approval_timeout = dt.timedelta(seconds=default_policy.approval.timeout_seconds)
+    now = context.now
+    assert decision.notify_humans is (level != 4)
+    assert decision.change_record_required is regulated
+    assert decision.abort_window_ends_at == (now + abort_window if level == 3 else None)
+    assert decision.approval_timeout_at == (now + approval_timeout if level == 2 else None)
+    assert decision == Decision.model_validate_json(decision.model_dump_json())
