@@ -320,6 +320,7 @@ class LaneReader:
                 ):
                     break
                 await asyncio.sleep(0)
+        self.sink.serve()  # this hold's share of delivery reports (Sink.serve)
         await asyncio.sleep(0)
 
     def _decide_slice(self) -> None:

@@ -150,3 +150,24 @@ def test_a_held_record_the_client_would_refuse_raises_at_once(kafka_bootstrap: s
 
     asyncio.run(run())
     assert sum(_end_offsets(kafka_bootstrap, topic, 2)) == 1
+
+
+def test_serve_takes_the_delivery_reports_without_a_barrier(kafka_bootstrap: str) -> None:
+    """``serve`` (the lanes' decider, after each hand-over) takes the reports that
+    arrived, so the commit's barrier does not find a second's worth at once."""
+    topic = _topic(kafka_bootstrap, partitions=1)
+    sink = Sink(kafka_bootstrap, linger_ms=0)
+    for number in range(20):
+        sink.produce(topic, str(number).encode(), partition=0)
+    assert len(sink._outstanding) == 20
+    # Until the broker has acknowledged them all, the reports wait in librdkafka.
+    deadline = time.monotonic() + DEADLINE
+    while _end_offsets(kafka_bootstrap, topic, 1) != [20]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(sink._outstanding) == 20  # nobody served them
+    while sink._outstanding:
+        assert time.monotonic() < deadline
+        sink.serve()
+        time.sleep(0.01)
+    assert sink.close() == 0

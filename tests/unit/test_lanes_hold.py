@@ -40,6 +40,7 @@ class _Sink:
     def __init__(self) -> None:
         self.batches: list[list[bytes]] = []
         self._held: list[bytes] | None = None
+        self.served = 0
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -53,6 +54,9 @@ class _Sink:
             held, self._held = self._held, None
             if held:
                 self.batches.append(held)
+
+    def serve(self) -> None:
+        self.served += 1
 
     def produce(self, value: bytes) -> None:
         if self._held is None:
@@ -151,6 +155,7 @@ def test_without_a_backlog_each_slice_is_handed_over_at_its_end(clock: _Clock) -
 
     sink = asyncio.run(run())
     assert [len(b) for b in sink.batches] == [2, 1]
+    assert sink.served == 2  # delivery reports served after each hand-over
 
 
 def test_what_other_tasks_produce_during_a_hold_goes_with_it_in_order(clock: _Clock) -> None:
