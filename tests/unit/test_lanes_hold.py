@@ -2,8 +2,8 @@
 ``HOLD_SECONDS``), and each slice's at its end when there is no backlog.
 
 A fake clock the handlers advance (one decision = 1 ms) makes the slices and the hold
-deterministic; the sink records what each hand-over carried, with ``Sink.held``'s
-nesting (the outermost block hands over).
+deterministic; the worker's own ``Sink`` (on no broker) records what each hand-over
+carried, with ``Sink.held``'s nesting (the outermost block hands over).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from streams.kafka.sink import Sink
 from streams.topology import lanes as lanes_module
 from streams.topology.lanes import HOLD_SECONDS, SLICE_SECONDS, Arrival, LaneReader
 
@@ -33,36 +34,35 @@ class _Clock:
         return self.now
 
 
-class _Sink:
-    """``held`` and ``produce`` as ``Sink`` nests them; ``batches`` is what each
-    hand-over carried, in order."""
+class _Sink(Sink):
+    """The worker's ``Sink`` (its ``held`` nesting), on no broker: ``batches`` is what
+    each hand-over to librdkafka carried, in order; ``served`` counts ``serve``."""
 
     def __init__(self) -> None:
+        super().__init__("127.0.0.1:1")  # nothing listens: records stay queued locally
         self.batches: list[list[bytes]] = []
-        self._held: list[bytes] | None = None
         self.served = 0
+        self._leaving = False  # the outermost ``held`` block is handing its records over
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        if self._held is not None:
+        outer = self._held is None
+        with super().held():
             yield
-            return
-        self._held = []
-        try:
-            yield
-        finally:
-            held, self._held = self._held, None
-            if held:
-                self.batches.append(held)
+            if outer:
+                self.batches.append([])
+                self._leaving = True
+        self._leaving = False
+
+    def _hand_over(self, producer: Any, topic: str, value: bytes, kwargs: dict[str, Any]) -> None:
+        if not self._leaving:
+            self.batches.append([])  # produced outside any hold: a hand-over of its own
+        self.batches[-1].append(value)
+        super()._hand_over(producer, topic, value, kwargs)
 
     def serve(self) -> None:
         self.served += 1
-
-    def produce(self, value: bytes) -> None:
-        if self._held is None:
-            self.batches.append([value])
-        else:
-            self._held.append(value)
+        super().serve()
 
 
 class _Assignment:
@@ -107,7 +107,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
 def _reader(clock: _Clock, sink: _Sink, assignment: _Assignment) -> LaneReader:
     def decide(arrival: Arrival) -> None:
         clock.now += DECISION_SECONDS
-        sink.produce(b"%d" % arrival.offset)
+        sink.produce("t", b"%d" % arrival.offset)
 
     return LaneReader(
         config={"bootstrap.servers": "127.0.0.1:1"},
@@ -165,7 +165,7 @@ def test_what_other_tasks_produce_during_a_hold_goes_with_it_in_order(clock: _Cl
         _queue(reader, 2 * PER_SLICE)
 
         async def timer() -> None:
-            sink.produce(b"timer")
+            sink.produce("t", b"timer")
 
         task = asyncio.create_task(timer())  # runs at the hold's first sleep(0)
         await reader._decide_backlog()
