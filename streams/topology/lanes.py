@@ -329,31 +329,30 @@ class LaneReader:
         take = self.lanes.take
         positions = self.positions
         handlers = self.handlers
-        # What the slice produces is handed to librdkafka in one go (Sink.held).
-        with self.sink.held():
-            while self.assignment.ready.is_set():
-                arrival = take()
-                if arrival is None:
-                    break
-                # A partition revoked meanwhile: not decided, not committed; its next
-                # owner reads it again.
-                if owns(arrival.tp):
-                    try:
-                        handlers[arrival.topic](arrival)
-                    except DeliveryError as exc:
-                        self.fatal(exc)
-                    except Exception as exc:
-                        log.exception(
-                            "%s[%d]@%d failed", arrival.topic, arrival.partition, arrival.offset
-                        )
-                        self.on_error(arrival, exc)
-                    position = positions.get(arrival.tp)
-                    if position is not None:
-                        position.decided(arrival.offset)
-                # Checked after every record (50 ns against a decision's 700 us): every
-                # eighth, as before, let a slice run up to 7 decisions past its 5 ms.
-                if time.perf_counter() - started >= SLICE_SECONDS:
-                    break
+        # Inside ``_decide_backlog``'s hold: what the slice produces is handed over with it.
+        while self.assignment.ready.is_set():
+            arrival = take()
+            if arrival is None:
+                break
+            # A partition revoked meanwhile: not decided, not committed; its next
+            # owner reads it again.
+            if owns(arrival.tp):
+                try:
+                    handlers[arrival.topic](arrival)
+                except DeliveryError as exc:
+                    self.fatal(exc)
+                except Exception as exc:
+                    log.exception(
+                        "%s[%d]@%d failed", arrival.topic, arrival.partition, arrival.offset
+                    )
+                    self.on_error(arrival, exc)
+                position = positions.get(arrival.tp)
+                if position is not None:
+                    position.decided(arrival.offset)
+            # Checked after every record (50 ns against a decision's 700 us): every
+            # eighth, as before, let a slice run up to 7 decisions past its 5 ms.
+            if time.perf_counter() - started >= SLICE_SECONDS:
+                break
         self.on_waiting(self.lanes.waiting)
         if self.lanes.waiting < self.max_waiting // 2:
             self._room.set()
