@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -89,6 +90,20 @@ class Signer:
             "sig": self.sign_bytes(canonical_json(unsigned)),
         }
         return {**unsigned, "signature": signature}
+
+    def signed_record(self, canonical: bytes) -> bytes:
+        """The JSON record of a body with its signature, from the body's canonical JSON
+        (``canonical_json`` of an object without ``signature``): what ``sign`` returns,
+        serialised, without serialising the body a second time. The keys keep the
+        canonical order, ``signature`` last; verifiers re-canonicalise (``verify``)."""
+        if canonical[:1] != b"{" or canonical[-1:] != b"}":
+            raise ValueError("signed_record: not the canonical JSON of an object")
+        signature = orjson.dumps(
+            {"alg": ALG, "key_id": self.key_id, "sig": self.sign_bytes(canonical)}
+        )
+        if canonical == b"{}":
+            return b'{"signature":' + signature + b"}"
+        return b"".join((canonical[:-1], b',"signature":', signature, b"}"))
 
 
 def generate(name: str = "") -> Signer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -9,10 +10,11 @@ import orjson
 
 from streams.audit.chain import chain_for
 from streams.handlers import Effects
-from streams.handlers.effects import Send
+from streams.handlers.effects import AuditDraft, Send
 from streams.kafka.sink import Sink
 from streams.keys import Signer
 from streams.metrics import Metrics
+from streams.models.codec import canonical_json
 from streams.settings import Settings
 from streams.state.records import StateUpdate, lifecycle_record
 from streams.topology.approvals import Approvals
@@ -68,14 +70,19 @@ class Emitter:
         events are sealed first (the one step that can refuse), so nothing is
         produced unless every event has its place on the chain.
         """
+        canonical = self._canonical(effects.sends)
+        drafts = _reusing(effects.audits, canonical) if canonical else effects.audits
         chain, audits = (
-            self.sealer.seal(chain_for(source, partition), effects.audits)
-            if effects.audits
-            else ("", [])
+            self.sealer.seal(chain_for(source, partition), drafts) if drafts else ("", [])
         )
         produce = self.sink.produce
         for send in effects.sends:
-            value = self._sign(send) if send.topic in SIGNED_TOPICS else send.value
+            if send.topic not in SIGNED_TOPICS:
+                value = send.value
+            elif send.body is not None and id(send.body) in canonical:
+                value = self.signer.signed_record(canonical[id(send.body)])  # type: ignore[union-attr] # _canonical: only with a signer
+            else:
+                value = self._sign(send)
             produce(self.topic(send.topic), value, key=send.key, partition=send.partition)
         for entry in effects.entries:
             self.approvals.store(partition, entry)
@@ -97,6 +104,25 @@ class Emitter:
             else:
                 counter.inc()
 
+    def _canonical(self, sends: tuple[Send, ...]) -> dict[int, bytes]:
+        """The canonical JSON of every body this worker signs, by the body's ``id``.
+
+        Serialised once: the signature is over these bytes, the signed record is
+        spliced from them (``Signer.signed_record``), and an audit event whose data
+        holds the same body embeds them as they are (``_reusing``). A 5 KB decision
+        was serialised five times per proposal before (its record, the signature's
+        canonical form, the signed record, the audit event's hash and its envelope).
+        """
+        if self.signer is None:
+            return {}
+        return {
+            id(send.body): canonical_json(send.body)
+            for send in sends
+            if send.topic in SIGNED_TOPICS
+            and send.body is not None
+            and "signature" not in send.body
+        }
+
     def _sign(self, send: Send) -> bytes:
         """The record with the gate's signature (Ed25519 over its canonical JSON, key id).
 
@@ -114,3 +140,22 @@ class Emitter:
             # is then a no-op, by the update's id.
             self.apply_state(update.record())
         self.sink.produce(self.state_topic, update.value(), key=update.kafka_key())
+
+
+def _reusing(drafts: tuple[AuditDraft, ...], canonical: dict[int, bytes]) -> tuple[AuditDraft, ...]:
+    """``drafts`` with each data value that is a body in ``canonical`` replaced by its
+    canonical bytes as an ``orjson.Fragment``, which orjson writes as it is. The sealed
+    event is the same JSON: the hash is over canonical JSON, which a canonical
+    fragment already is (sorted keys, no whitespace, UTC ``Z``), and the envelope
+    holds the body in sorted key order instead of the model's (the same object)."""
+    out = []
+    for draft in drafts:
+        data = draft.data
+        if any(id(value) in canonical for value in data.values()):
+            data = {
+                key: orjson.Fragment(canonical[id(value)]) if id(value) in canonical else value
+                for key, value in data.items()
+            }
+            draft = dataclasses.replace(draft, data=data)  # noqa: PLW2901
+        out.append(draft)
+    return tuple(out)
