@@ -84,12 +84,11 @@ class Signer:
     def sign(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``body`` with its ``signature`` over the canonical JSON of everything else."""
         unsigned = {k: v for k, v in body.items() if k != "signature"}
-        signature = {
-            "alg": ALG,
-            "key_id": self.key_id,
-            "sig": self.sign_bytes(canonical_json(unsigned)),
-        }
-        return {**unsigned, "signature": signature}
+        return {**unsigned, "signature": self._signature(canonical_json(unsigned))}
+
+    def _signature(self, canonical: bytes) -> dict[str, str]:
+        """The ``signature`` object over ``canonical``."""
+        return {"alg": ALG, "key_id": self.key_id, "sig": self.sign_bytes(canonical)}
 
     def signed_record(self, canonical: bytes) -> bytes:
         """The JSON record of a body with its signature, from the body's canonical JSON
@@ -98,9 +97,7 @@ class Signer:
         canonical order, ``signature`` last; verifiers re-canonicalise (``verify``)."""
         if canonical[:1] != b"{" or canonical[-1:] != b"}":
             raise ValueError("signed_record: not the canonical JSON of an object")
-        signature = orjson.dumps(
-            {"alg": ALG, "key_id": self.key_id, "sig": self.sign_bytes(canonical)}
-        )
+        signature = orjson.dumps(self._signature(canonical))
         if canonical == b"{}":
             return b'{"signature":' + signature + b"}"
         return b"".join((canonical[:-1], b',"signature":', signature, b"}"))
