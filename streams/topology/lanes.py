@@ -13,11 +13,12 @@ topics, one lane per partition: their Faust agent folded every Level 2 entry the
 worker had just written, at Faust's rate) is read by a librdkafka consumer on a
 thread of its own, ahead of the decisions (up to ``max_waiting`` records), into one
 *lane* per record key (proposers key by service, SPEC 2) and partition. The decider
-on the event loop takes one proposal from each lane in turn: a storm on ten
-services makes an eleventh wait for at most ten decisions, not for the storm. Within
+on the event loop takes a lane that was empty first (a healthy service's
+proposal), else one proposal from each backlogged lane in turn (``Lanes``): a storm on
+ten services makes an eleventh wait for the current slice, not for the storm. Within
 a lane the order is the partition's, so each service's proposals are decided in the
 order they were written (the velocity guard sees them in order). Across services
-the order of a backlog is round-robin, as it already was across partitions; replay
+a backlog is served round-robin, as it already was across partitions; replay
 is unaffected (it re-decides from the context recorded with each decision).
 
 The partitions follow Faust's assignment: this worker reads the partitions whose
@@ -78,6 +79,9 @@ SLICE_SECONDS = 0.005
 HOLD_SECONDS = 0.010
 #: Records the reader hands the event loop at a time (a batch is one callback there).
 READ_BATCH = 500
+#: Fresh lanes (a record whose lane was empty) taken in a row at most while a backlog
+#: waits (``Lanes``): a backlog keeps at least 1/(FRESH_RUN + 1) of the decisions.
+FRESH_RUN = 4
 #: How often decided positions are committed (as Faust's ``broker_commit_interval``).
 COMMIT_SECONDS = 1.0
 
@@ -152,13 +156,26 @@ def _arrivals(messages: list[Any]) -> list[Arrival]:
 
 
 class Lanes:
-    """Records waiting to be handled, one FIFO lane per (topic, partition, key), taken
-    in turn."""
+    """Records waiting to be handled, one FIFO lane per (topic, partition, key).
+
+    A record whose lane was empty (a healthy service's occasional proposal) goes
+    before the lanes with a backlog (a storm's services): the *fresh* lanes are taken
+    first, each once, and a lane still holding records after its turn joins the
+    *backlogged* ring, taken in turn. This is FQ-CoDel's new-flows list (RFC 8290,
+    section 4.1), with a quantum of one record. Without it (a single ring, sessions
+    6-9) each lane got 1/N of the decision rate: on a slow day (320 decisions/s, 16
+    lanes) that was below the probe's own 20/s, and its proposals waited seconds in
+    their own lane (bench/README.md, "Storm isolation"). So that a flood of fresh lanes
+    cannot starve a backlog (its Level 2 approvals must still reach humans), at most
+    ``FRESH_RUN`` fresh turns are taken in a row while a backlog waits.
+    """
 
     def __init__(self) -> None:
         self.lanes: dict[tuple[str, int, bytes | None], deque[Arrival]] = {}
+        self.fresh: deque[tuple[str, int, bytes | None]] = deque()
         self.ring: deque[tuple[str, int, bytes | None]] = deque()
         self.waiting = 0
+        self._fresh_run = 0  # fresh turns taken since the backlog's last turn
 
     def add(self, arrival: Arrival, *, by_key: bool = True) -> None:
         """Queue ``arrival`` in its lane: its key's (``by_key``), else its partition's."""
@@ -166,15 +183,21 @@ class Lanes:
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = deque()
-            self.ring.append(key)
+            self.fresh.append(key)
         lane.append(arrival)
         self.waiting += 1
 
     def take(self) -> Arrival | None:
-        """The next record: the head of the lane whose turn it is."""
-        if not self.ring:
+        """The next record: the head of the first fresh lane, else of the backlogged
+        lane whose turn it is."""
+        if self.fresh and (self._fresh_run < FRESH_RUN or not self.ring):
+            key = self.fresh.popleft()
+            self._fresh_run += 1
+        elif self.ring:
+            key = self.ring.popleft()
+            self._fresh_run = 0
+        else:
             return None
-        key = self.ring.popleft()
         lane = self.lanes[key]
         arrival = lane.popleft()
         if lane:
@@ -186,8 +209,10 @@ class Lanes:
 
     def clear(self) -> None:
         self.lanes.clear()
+        self.fresh.clear()
         self.ring.clear()
         self.waiting = 0
+        self._fresh_run = 0
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.topology.lanes import Arrival, Lanes, Position, offsets_group
+from streams.topology.lanes import FRESH_RUN, Arrival, Lanes, Position, offsets_group
 
 
 class _Message:
@@ -45,7 +45,7 @@ def test_an_arrival_reads_like_a_faust_event() -> None:
     assert tuple(message.tp) == ("proposals", 3)
 
 
-def test_a_storm_on_ten_services_makes_an_eleventh_wait_for_ten_decisions_at_most() -> None:
+def test_a_storm_read_before_a_healthy_service_delays_it_by_its_first_turns_only() -> None:
     lanes = Lanes()
     offset = 0
     for _ in range(2_000):  # 20,000 storm proposals, all in partition 0, before it
@@ -53,9 +53,82 @@ def test_a_storm_on_ten_services_makes_an_eleventh_wait_for_ten_decisions_at_mos
             lanes.add(_arrival(0, offset, f"storm-{service}".encode()))
             offset += 1
     lanes.add(_arrival(0, offset, b"healthy"))
-    taken = [lanes.take() for _ in range(11)]
+    # The ten storm lanes were fresh too: their first turns, and the backlog's turns
+    # among them, come first.
+    turns = 11 + 10 // FRESH_RUN
+    taken = [lanes.take() for _ in range(turns)]
     assert [a.key for a in taken if a is not None][-1] == b"healthy"
-    assert lanes.waiting == 20_000 - 10
+    assert lanes.waiting == 20_000 + 1 - turns
+
+
+def _storm(lanes: Lanes, per_service: int = 200) -> int:
+    """Ten storm services' backlogs in partition 0, each lane taken until every one is
+    backlogged, then one backlog turn (no fresh turn since); the next free offset."""
+    offset = 0
+    for _ in range(per_service):
+        for service in range(10):
+            lanes.add(_arrival(0, offset, f"storm-{service}".encode()))
+            offset += 1
+    while lanes.fresh:
+        lanes.take()
+    lanes.take()
+    return offset
+
+
+def test_a_healthy_service_arriving_during_a_storm_is_taken_next() -> None:
+    lanes = Lanes()
+    offset = _storm(lanes)
+    for _ in range(37):  # somewhere inside the storm's rounds
+        lanes.take()
+    lanes.add(_arrival(0, offset, b"healthy"))
+    taken = lanes.take()
+    assert taken is not None
+    assert taken.key == b"healthy"
+    # And again for its next proposal: it did not join the storm's ring.
+    lanes.add(_arrival(0, offset + 1, b"healthy"))
+    taken = lanes.take()
+    assert taken is not None
+    assert (taken.key, taken.offset) == (b"healthy", offset + 1)
+
+
+def test_a_service_with_a_backlog_of_its_own_takes_turns_with_the_storm() -> None:
+    lanes = Lanes()
+    offset = _storm(lanes)
+    for extra in range(3):  # three proposals at once: one fresh turn, then the ring
+        lanes.add(_arrival(0, offset + extra, b"busy"))
+    first = lanes.take()
+    assert first is not None
+    assert first.key == b"busy"
+    round_ = [lanes.take() for _ in range(11)]
+    keys = [a.key for a in round_ if a is not None]
+    assert keys.count(b"busy") == 1
+    assert keys[-1] == b"busy"  # behind the ten storm lanes already in the ring
+
+
+def test_a_flood_of_fresh_services_cannot_starve_a_backlog() -> None:
+    lanes = Lanes()
+    offset = _storm(lanes)
+    for n in range(1_000):
+        lanes.add(_arrival(0, offset + n, f"svc-{n}".encode()))
+    waiting = lanes.waiting
+    taken = [lanes.take() for _ in range(100 * (FRESH_RUN + 1))]
+    storm = [a for a in taken if a is not None and a.key is not None and a.key.startswith(b"storm")]
+    assert len(storm) == 100  # one backlog turn after every FRESH_RUN fresh ones
+    assert taken[FRESH_RUN] is storm[0]
+    assert lanes.waiting == waiting - 100 * (FRESH_RUN + 1)
+
+
+def test_clearing_forgets_every_lane() -> None:
+    lanes = Lanes()
+    _storm(lanes, per_service=2)
+    lanes.add(_arrival(1, 0, b"healthy"))
+    lanes.clear()
+    assert lanes.waiting == 0
+    assert lanes.take() is None
+    lanes.add(_arrival(1, 1, b"again"))
+    taken = lanes.take()
+    assert taken is not None
+    assert taken.key == b"again"
 
 
 def test_each_lane_keeps_its_partition_order() -> None:
