@@ -44,13 +44,13 @@ if str(ROOT) not in sys.path:
 from bench._common import Fleet  # noqa: E402
 from streams import handlers  # noqa: E402
 from streams.handlers.effects import Origin  # noqa: E402
-from streams.kafka.sink import Sink  # noqa: E402
 from streams.keys import generate  # noqa: E402
 from streams.metrics import Metrics  # noqa: E402
 from streams.models import Proposal, decode  # noqa: E402
 from streams.policy import parse_policy  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.state.records import budget_update, import_updates, requalification_update  # noqa: E402
+from streams.testing import OfflineSink  # noqa: E402
 from streams.topology.approvals import Approvals  # noqa: E402
 from streams.topology.emitter import Emitter  # noqa: E402
 from streams.topology.mirror import Mirror  # noqa: E402
@@ -60,21 +60,6 @@ POLICY = ROOT / "bench" / "policy-fleet.yaml"
 PARTITIONS = 4
 #: Decisions per ``Sink.held`` block, as a 5 ms slice holds them at ~0.4 ms each.
 SLICE = 12
-
-
-class Recorder(Sink):
-    """A Sink on no broker that keeps what it hands over (for ``--check``)."""
-
-    def __init__(self, *, keep: bool) -> None:
-        # Nothing listens there: the records stay queued in librdkafka (quietly).
-        super().__init__("127.0.0.1:1", log_level=0)
-        self.keep = keep
-        self.records: list[tuple[str, bytes]] = []
-
-    def _hand_over(self, producer: Any, topic: str, value: bytes, kwargs: dict[str, Any]) -> None:
-        if self.keep:
-            self.records.append((topic, value))
-        super()._hand_over(producer, topic, value, kwargs)
 
 
 class HotPath:
@@ -99,7 +84,7 @@ class HotPath:
                 pattern, action, op="requalify", user="alice", at=now.timestamp(), reason="bench"
             )
             self.mirror.apply(update.record())
-        self.sink = Recorder(keep=keep)
+        self.sink = OfflineSink(keep=keep)
         self.keep = keep
         self.metrics = Metrics()
         self.sealer = Sealer(self.settings, {})
@@ -123,7 +108,7 @@ class HotPath:
 
     def fresh_sink(self) -> None:
         """A new sink for the next pass (the last one's records stay queued in the old)."""
-        self.sink = self.emitter.sink = Recorder(keep=self.keep)
+        self.sink = self.emitter.sink = OfflineSink(keep=self.keep)
 
     def run(self, records: list[tuple[int, bytes, bytes]]) -> Counter[int]:
         """One pass: every record decided and emitted; the level mix."""

@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.cimpl import TopicPartition
 
 from streams.kafka.admin import CLIENT_LOG, admin_client, producer_config
+from streams.kafka.sink import Sink
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -186,3 +187,22 @@ __all__ = [
     "wait_for_topic",
     "wait_until",
 ]
+
+
+class OfflineSink(Sink):
+    """The worker's ``Sink`` on no broker, keeping what it hands over to librdkafka.
+
+    Nothing listens at ``127.0.0.1:1``: the records stay queued in librdkafka (quietly,
+    ``log_level=0``). ``records`` is every record handed over, as (topic, value), in
+    order, unless ``keep`` is false (a benchmark's timed passes).
+    """
+
+    def __init__(self, *, keep: bool = True) -> None:
+        super().__init__("127.0.0.1:1", log_level=0)
+        self.keep = keep
+        self.records: list[tuple[str, bytes]] = []
+
+    def _hand_over(self, producer: Any, topic: str, value: bytes, kwargs: dict[str, Any]) -> None:
+        if self.keep:
+            self.records.append((topic, value))
+        super()._hand_over(producer, topic, value, kwargs)

@@ -20,13 +20,13 @@ from streams import handlers, samples
 from streams.audit.chain import body_hash
 from streams.audit.verify import verify
 from streams.handlers.effects import Origin
-from streams.kafka.sink import Sink
 from streams.keys import PublicKeys, generate
 from streams.metrics import Metrics
 from streams.models.codec import canonical_json
 from streams.policy import parse_policy
 from streams.settings import Settings
 from streams.state.records import budget_update, import_updates, requalification_update
+from streams.testing import OfflineSink
 from streams.topology.approvals import Approvals
 from streams.topology.emitter import Emitter
 from streams.topology.mirror import Mirror
@@ -34,18 +34,6 @@ from streams.topology.sealer import Sealer
 
 POLICY = Path(__file__).resolve().parents[2] / "policies" / "escalation-policy.yaml"
 NOW = dt.datetime(2026, 11, 28, 10, 0, 0, tzinfo=dt.UTC)
-
-
-class _Recording(Sink):
-    """The worker's Sink on no broker, keeping every record it hands over."""
-
-    def __init__(self) -> None:
-        super().__init__("127.0.0.1:1", log_level=0)
-        self.records: list[tuple[str, bytes]] = []
-
-    def _hand_over(self, producer: Any, topic: str, value: bytes, kwargs: dict[str, Any]) -> None:
-        self.records.append((topic, value))
-        super()._hand_over(producer, topic, value, kwargs)
 
 
 def _view() -> Mirror:
@@ -76,7 +64,7 @@ def _emit_all(
     policy = parse_policy(POLICY.read_text(), source=str(POLICY))
     policy.bind_keyring("0" * 64)
     view = _view()
-    sink = _Recording()
+    sink = OfflineSink()
     emitter = Emitter(settings, sink=sink, sealer=Sealer(settings, {}), approvals=Approvals(),
                       metrics=Metrics(), apply_state=view.apply, signer=signer)  # fmt: skip
     if not reuse:

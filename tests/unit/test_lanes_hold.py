@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from streams.kafka.sink import Sink
+from streams.testing import OfflineSink
 from streams.topology import lanes as lanes_module
 from streams.topology.lanes import HOLD_SECONDS, SLICE_SECONDS, Arrival, LaneReader
 
@@ -34,12 +34,12 @@ class _Clock:
         return self.now
 
 
-class _Sink(Sink):
+class _Sink(OfflineSink):
     """The worker's ``Sink`` (its ``held`` nesting), on no broker: ``batches`` is what
     each hand-over to librdkafka carried, in order; ``served`` counts ``serve``."""
 
     def __init__(self) -> None:
-        super().__init__("127.0.0.1:1")  # nothing listens: records stay queued locally
+        super().__init__(keep=False)
         self.batches: list[list[bytes]] = []
         self.served = 0
         self._leaving = False  # the outermost ``held`` block is handing its records over
