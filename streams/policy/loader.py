@@ -196,8 +196,15 @@ def parse_policy(text: str | bytes, *, source: str = "policy.yaml") -> Policy:
     """
     raw = text.encode() if isinstance(text, str) else text
     try:
-        root = yaml.compose(raw, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(raw)
+        # Parsed once: the node tree gives the line numbers, the data is built from it.
+        # (Not libyaml's CSafeLoader: its composer recurses in C without a limit, and
+        # 100,000 nested brackets crash the process.)
+        loader = yaml.SafeLoader(raw)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.reader.ReaderError as exc:
         raise PolicyError(
             f"{source}:1: not valid YAML: {_one_line(exc.reason)} at byte {exc.position}"
