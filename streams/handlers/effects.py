@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from streams.models import AuditKind
 from streams.state.records import PendingEntry, StateUpdate
 
@@ -52,15 +54,30 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """A record for an output topic, by logical name (``decisions.execute``, ``oncall``...)."""
+    """A record for an output topic, by logical name (``decisions.execute``, ``oncall``...).
+
+    Given as bytes (``encoded``), or as the JSON object (``body``) it is serialised
+    from only when ``value`` is read: a decision's record is signed and serialised by
+    the shell from ``body`` (``Emitter``), so serialising it here too was a 5.5 KB
+    ``orjson.dumps`` per proposal thrown away.
+    """
 
     topic: str
-    value: bytes
+    encoded: bytes | None
     key: bytes | None = None
     partition: int | None = None  # None: by key (the producer's murmur2 partitioner)
-    # ``value`` as the JSON object it was serialised from, when the handler built one:
-    # the shell signs it without parsing ``value`` again (the decision's hot path).
-    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    body: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.encoded is None and self.body is None:
+            raise ValueError(f"a record for {self.topic} needs encoded bytes or a body")
+
+    @property
+    def value(self) -> bytes:
+        """The record's bytes: ``encoded``, else ``body`` as JSON."""
+        if self.encoded is not None:
+            return self.encoded
+        return orjson.dumps(self.body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from streams.handlers.effects import AuditDraft, Count, Effects, Origin, Send, StateView
 from streams.models import Context, Decision, Proposal
 from streams.policy import Policy, decision_id_for, evaluate
@@ -122,14 +120,7 @@ def decide(proposal: Proposal, view: StateView, policy: Policy, origin: Origin) 
         data={"proposal": decision_json["proposal"]},
         fields=proposal_fields,
     )
-    sends = [
-        Send(
-            f"decisions.{decision.route}",
-            orjson.dumps(decision_json),
-            service.encode(),
-            body=decision_json,
-        )
-    ]
+    sends = [Send(f"decisions.{decision.route}", None, service.encode(), body=decision_json)]
     audit_data: dict[str, Any] = {"decision": decision_json}
     if decision.level in (2, 3):
         # Only the pending entry travels (about 0.5 KB instead of the 5 KB decision).

@@ -19,7 +19,7 @@ from signed import cosigned, keyring, signed, wire
 from streams import handlers, keys, samples
 from streams.errors import InputError
 from streams.files import read_policy
-from streams.handlers import Effects, Origin
+from streams.handlers import Effects, Origin, Send
 from streams.models import ApprovalResponse, ControlCommand, Outcome, decode
 from streams.policy import Policy
 from streams.settings import Settings
@@ -287,18 +287,21 @@ def test_a_budget_is_a_state_update_and_nothing_else() -> None:
     assert (effects.sends, effects.audits, effects.metrics) == ((), (), ())
 
 
+class _NoState:
+    """A view with no state at all."""
+
+    def get(self, table: str, key: str) -> Any:
+        return None
+
+    def values(self, table: str) -> list[Any]:
+        return []
+
+
 def test_a_proposal_is_decided_routed_audited_and_opens_its_entry(
     policy: Policy,
 ) -> None:
-    class View:
-        def get(self, table: str, key: str) -> Any:
-            return None
-
-        def values(self, table: str) -> list[Any]:
-            return []
-
     (scenario, proposal), *_ = samples.stream(1, start=BASE)
-    decided = handlers.decide(proposal, View(), policy, origin("escalation.proposals"))
+    decided = handlers.decide(proposal, _NoState(), policy, origin("escalation.proposals"))
     decision = decided.decision
     # No state at all: fail toward humans (novelty, unknown budget and rates).
     assert decision.level == 1
@@ -309,6 +312,22 @@ def test_a_proposal_is_decided_routed_audited_and_opens_its_entry(
     assert decided.policy_overdue is False
     assert ("decisions", ("1", "assist")) in [(c.metric, c.labels) for c in decided.effects.metrics]
     del scenario
+
+
+def test_a_decision_record_is_serialised_only_when_read(policy: Policy) -> None:
+    (_, proposal), *_ = samples.stream(1, start=BASE)
+    decided = handlers.decide(proposal, _NoState(), policy, origin("escalation.proposals"))
+    (send,) = [s for s in decided.effects.sends if s.topic.startswith("decisions.")]
+    # The shell signs and serialises ``body`` itself: no bytes made here for nothing.
+    assert send.encoded is None
+    assert send.body is not None
+    assert orjson.loads(send.value) == send.body
+    assert orjson.loads(send.value)["decision_id"] == decided.decision.decision_id
+
+
+def test_a_record_without_bytes_or_body_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"decisions\.execute needs encoded bytes or a body"):
+        Send("decisions.execute", None)
 
 
 def test_a_level_3_or_4_decision_counts_for_the_velocity_guard_at_once(
