@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
 
 import orjson
 from harness import DecisionReader, Feed, Reader, Worker
@@ -18,7 +19,9 @@ def _now() -> dt.datetime:
     return dt.datetime.now(tz=dt.UTC)
 
 
-def test_every_level_reaches_its_topic_with_metrics(settings: Settings, worker: Worker) -> None:
+def test_every_level_reaches_its_topic_with_metrics_and_sigterm_stops_at_once(
+    settings: Settings, worker: Worker
+) -> None:
     feed = Feed(settings)
     feed.seed_samples(worker)
     stream = samples.stream(len(samples.SCENARIOS), start=_now())
@@ -48,6 +51,14 @@ def test_every_level_reaches_its_topic_with_metrics(settings: Settings, worker: 
     assert worker.metric("escalation_triggers_total", trigger="regulatory") >= 1
     assert worker.metric("escalation_decision_latency_seconds_count") >= len(stream)
     assert worker.metric("escalation_ai_false_positive_rate", ai_system="holmesgpt") == 0.0
+
+    # SIGTERM stops it cleanly and at once: mode's own shutdown slept 2.0 s more on every
+    # stop (streams.topology.worker.faust_worker), a rolling restart's every worker.
+    assert worker.process is not None
+    started = time.monotonic()
+    worker.process.terminate()
+    assert worker.process.wait(timeout=30) == 0, worker.log_tail()
+    assert time.monotonic() - started < 1.5, worker.log_tail()
 
 
 def test_outcomes_earn_autonomy_and_a_budget_drop_demotes(
